@@ -1,0 +1,138 @@
+"""Encoders that map one modality's raw input to a feature vector of the shared width d.
+
+Chosen by the modality's kind from ``ENCODERS``. Each encoder standardises its raw
+input with statistics of the training data kept as buffers, so a saved model
+takes raw inputs and carries the training mean (used by "drop" corruptions and
+attribution baselines).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .modality import Modality
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Sizes shared by all encoders of a model."""
+
+    channels: int = 32
+    embedding_dim: int = 64
+    dropout: float = 0.1
+
+
+class Encoder(nn.Module):
+    """Base: standardisation buffers and the ``fit_statistics`` hook."""
+
+    def __init__(self, modality: Modality):
+        super().__init__()
+        self.modality = modality
+        self.register_buffer("input_mean", torch.zeros(modality.shape))
+        self.register_buffer("center", torch.zeros(self._stat_shape()))
+        self.register_buffer("scale", torch.ones(self._stat_shape()))
+
+    def _stat_shape(self) -> tuple[int, ...]:
+        # Per feature for vectors, per channel for images and series, none for text.
+        shape = self.modality.shape
+        return {"vector": shape, "image": (shape[0], 1, 1), "timeseries": (shape[0], 1), "text": (1,)}[
+            self.modality.kind
+        ]
+
+    @torch.no_grad()
+    def fit_statistics(self, x: torch.Tensor) -> None:
+        """Set standardisation from training inputs ``x: (n, *modality.shape)``."""
+        if self.modality.kind == "text":
+            return
+        x = x.float()
+        self.input_mean.copy_(x.mean(dim=0))
+        reduce = {"vector": (0,), "image": (0, 2, 3), "timeseries": (0, 2)}[self.modality.kind]
+        self.center.copy_(x.mean(dim=reduce, keepdim=True)[0])
+        self.scale.copy_(x.std(dim=reduce, keepdim=True)[0].clamp_min(1e-6))
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.center) / self.scale
+
+
+class VectorEncoder(Encoder):
+    def __init__(self, modality: Modality, width: int, settings: EncoderSettings):
+        super().__init__(modality)
+        features = modality.shape[0]
+        self.net = nn.Sequential(
+            nn.Linear(features, 2 * width), nn.ReLU(), nn.Dropout(settings.dropout), nn.Linear(2 * width, width)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, features) -> (b, d)
+        return self.net(self.standardise(x))
+
+
+class ImageEncoder(Encoder):
+    def __init__(self, modality: Modality, width: int, settings: EncoderSettings):
+        super().__init__(modality)
+        c = settings.channels
+        in_channels, height, width_px = modality.shape
+        pool = 2 if min(height, width_px) >= 32 else 1  # small pictures keep their resolution
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c // 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(pool),
+            nn.Conv2d(c // 2, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Dropout(settings.dropout), nn.Linear(16 * c, width),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) -> (b, d)
+        return self.net(self.standardise(x))
+
+
+class TimeseriesEncoder(Encoder):
+    def __init__(self, modality: Modality, width: int, settings: EncoderSettings):
+        super().__init__(modality)
+        c = settings.channels
+        channels, _ = modality.shape
+        self.net = nn.Sequential(
+            nn.Conv1d(channels, c, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(c, 2 * c, 5, padding=2), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(8), nn.Flatten(),
+            nn.Dropout(settings.dropout), nn.Linear(16 * c, width),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, channels, steps) -> (b, d)
+        return self.net(self.standardise(x))
+
+
+class TextEncoder(Encoder):
+    """Token embedding, masked mean and max pooling, linear map to d.
+
+    ``embedding`` is a named layer so LayerIntegratedGradients can attribute to tokens.
+    """
+
+    def __init__(self, modality: Modality, width: int, settings: EncoderSettings):
+        super().__init__(modality)
+        self.embedding = nn.Embedding(len(modality.vocabulary), settings.embedding_dim, padding_idx=0)
+        self.project = nn.Sequential(nn.Dropout(settings.dropout), nn.Linear(2 * settings.embedding_dim, width))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (b, max_tokens) int64 -> (b, d)
+        return self.pool(self.embedding(tokens.long()), tokens)
+
+    def pool(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != 0).unsqueeze(-1).to(embedded.dtype)
+        count = mask.sum(dim=1).clamp_min(1.0)
+        mean = (embedded * mask).sum(dim=1) / count
+        peak = (embedded * mask - 1e4 * (1 - mask)).amax(dim=1)
+        peak = peak * mask.amax(dim=1)  # an empty note pools to zeros, not to -1e4
+        return self.project(torch.cat([mean, peak], dim=-1))
+
+
+ENCODERS: dict[str, type[Encoder]] = {
+    "vector": VectorEncoder,
+    "image": ImageEncoder,
+    "timeseries": TimeseriesEncoder,
+    "text": TextEncoder,
+}
+
+
+def build_encoder(modality: Modality, width: int, settings: EncoderSettings) -> Encoder:
+    return ENCODERS[modality.kind](modality, width, settings)

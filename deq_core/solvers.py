@@ -1,0 +1,340 @@
+"""Fixed-point solvers that stop per sample and can record their trajectory.
+
+Every solver looks for z* = f(z*) for a batch of independent problems. Three
+properties matter for explanation tools and are guaranteed here:
+
+* per-sample stopping: a sample that has converged (or diverged) is frozen while
+  the others go on, so its answer never depends on its batch-mates;
+* lowest-residual return: each sample gets back the iterate whose residual
+  ||f(z) - z|| was smallest, together with that residual;
+* honest traces: residual traces are returned at each sample's true length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Function = Callable[[torch.Tensor], torch.Tensor]
+
+METHODS = ("fixed_point", "anderson", "broyden")
+STOP_MODES = ("abs", "rel")
+STATUSES = ("converged", "max_iter", "diverged")
+
+# A residual this many times larger than the smallest one seen, or an iterate this
+# many times larger than the problem's starting scale, means the iteration is
+# running away from any fixed point (and far out, rounding can fake a zero residual).
+BLOWUP_FACTOR = 1e6
+_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of one batched solve.
+
+    Attributes:
+        z: ``(batch, *state)`` lowest-residual iterate of each sample.
+        iterations: ``(batch,)`` f-evaluations each sample used before it stopped.
+        absolute_residuals: per sample, ``(iterations,)`` trace of ||f(z_k) - z_k||.
+        relative_residuals: per sample, trace of ||f(z_k) - z_k|| / ||f(z_k)||.
+        best_iteration: ``(batch,)`` index k of the returned iterate.
+        converged: ``(batch,)`` bool, the stop criterion was met.
+        status: per sample ``"converged"``, ``"max_iter"`` or ``"diverged"``.
+        function_evaluations: f calls made on the whole batch.
+        states: if recorded, ``(steps, batch, *state)`` on the CPU: iterate z_k of
+            every step; a sample's rows past its ``iterations`` repeat its last state.
+    """
+
+    z: torch.Tensor
+    iterations: torch.Tensor
+    absolute_residuals: tuple[torch.Tensor, ...]
+    relative_residuals: tuple[torch.Tensor, ...]
+    best_iteration: torch.Tensor
+    converged: torch.Tensor
+    status: tuple[str, ...]
+    method: str
+    tol: float
+    stop_mode: str
+    max_iter: int
+    function_evaluations: int
+    states: torch.Tensor | None = None
+
+    @property
+    def final_absolute_residual(self) -> torch.Tensor:
+        """``(batch,)`` residual of the returned iterate."""
+        return torch.stack([t[k] for t, k in zip(self.absolute_residuals, self.best_iteration.tolist())])
+
+    @property
+    def final_relative_residual(self) -> torch.Tensor:
+        return torch.stack([t[k] for t, k in zip(self.relative_residuals, self.best_iteration.tolist())])
+
+
+class _Tracker:
+    """Per-sample bookkeeping shared by all solvers: stop, freeze, best iterate, traces."""
+
+    def __init__(self, z0: torch.Tensor, tol: float, stop_mode: str, max_iter: int, record: bool):
+        batch = z0.shape[0]
+        self.tol, self.stop_mode, self.max_iter, self.record = tol, stop_mode, max_iter, record
+        self.done = torch.zeros(batch, dtype=torch.bool, device=z0.device)
+        self.diverged = torch.zeros_like(self.done)
+        self.converged = torch.zeros_like(self.done)
+        self.iterations = torch.zeros(batch, dtype=torch.long, device=z0.device)
+        self.best_z = z0.clone()
+        self.best_residual = torch.full((batch,), float("inf"), dtype=z0.dtype, device=z0.device)
+        self.smallest_absolute = self.best_residual.clone()
+        self.best_iteration = torch.zeros(batch, dtype=torch.long, device=z0.device)
+        self.absolute = torch.zeros(max_iter, batch, dtype=z0.dtype, device=z0.device)
+        self.relative = torch.zeros_like(self.absolute)
+        self.states: list[torch.Tensor] = []
+        self.step = 0
+
+    def observe(self, z: torch.Tensor, fz: torch.Tensor) -> None:
+        """Record iterate z (flattened ``(batch, n)``) and its image f(z); update who is done."""
+        k = self.step
+        active = ~self.done
+        absolute = (fz - z).norm(dim=1)
+        relative = absolute / (fz.norm(dim=1) + _TINY)
+        absolute = torch.where(torch.isfinite(absolute), absolute, torch.full_like(absolute, float("inf")))
+        relative = torch.where(torch.isfinite(relative), relative, torch.full_like(relative, float("inf")))
+        self.absolute[k] = absolute  # entries past a sample's stop are cut off in result()
+        self.relative[k] = relative
+        self.iterations += active.long()
+        if self.record:
+            previous = self.states[-1] if self.states else z
+            self.states.append(torch.where(active[:, None], z, previous.to(z.device)).detach().cpu())
+
+        # "Lowest residual" is measured the way the stop is, so the returned iterate
+        # is the one the converged flag speaks about.
+        measure = absolute if self.stop_mode == "abs" else relative
+        better = active & (measure < self.best_residual)
+        self.best_z = torch.where(better[:, None], z, self.best_z)
+        self.best_residual = torch.where(better, measure, self.best_residual)
+        self.best_iteration = torch.where(better, torch.full_like(self.best_iteration, k), self.best_iteration)
+        self.smallest_absolute = torch.minimum(self.smallest_absolute, torch.where(active, absolute, self.smallest_absolute))
+
+        if k == 0:  # the problem's own scale, to recognise an iterate that ran off to infinity
+            self.scale = z.norm(dim=1) + fz.norm(dim=1) + _TINY
+        runaway = z.norm(dim=1) > BLOWUP_FACTOR * self.scale
+        hit = active & (measure <= self.tol) & ~runaway
+        blowup = active & (~torch.isfinite(absolute) | (absolute > BLOWUP_FACTOR * self.smallest_absolute) | runaway)
+        self.converged |= hit
+        self.diverged |= blowup & ~hit
+        self.done |= hit | blowup
+        self.step += 1
+
+    def finished(self) -> bool:
+        # The one host sync per iteration: it is what lets the loop end early.
+        return self.step >= self.max_iter or bool(self.done.all())
+
+    def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
+        lengths = self.iterations.tolist()
+        absolute = self.absolute.T.cpu()
+        relative = self.relative.T.cpu()
+        status = tuple(
+            "converged" if c else "diverged" if d else "max_iter"
+            for c, d in zip(self.converged.tolist(), self.diverged.tolist())
+        )
+        states = None
+        if self.record:
+            states = torch.stack(self.states).reshape(len(self.states), *shape)
+        return SolveResult(
+            z=self.best_z.reshape(shape),
+            iterations=self.iterations,
+            absolute_residuals=tuple(absolute[i, :n].clone() for i, n in enumerate(lengths)),
+            relative_residuals=tuple(relative[i, :n].clone() for i, n in enumerate(lengths)),
+            best_iteration=self.best_iteration,
+            converged=self.converged.clone(),
+            status=status,
+            method=method,
+            tol=self.tol,
+            stop_mode=self.stop_mode,
+            max_iter=self.max_iter,
+            function_evaluations=evaluations,
+            states=states,
+        )
+
+
+def _fixed_point(g: Function, z: torch.Tensor, tracker: _Tracker, damping: float = 1.0, **_) -> int:
+    evaluations = 0
+    while not tracker.finished():
+        fz = g(z)
+        evaluations += 1
+        tracker.observe(z, fz)
+        step = (1 - damping) * z + damping * fz
+        z = torch.where(tracker.done[:, None], z, step)
+    return evaluations
+
+
+def _anderson(
+    g: Function,
+    z: torch.Tensor,
+    tracker: _Tracker,
+    memory: int = 6,
+    beta: float = 1.0,
+    lam: float = 1e-4,
+    **_,
+) -> int:
+    """Anderson acceleration, solved per sample as a bordered least-squares system.
+
+    The regulariser is ``lam`` times the mean squared residual in the window, not a
+    fixed absolute number: a fixed lambda swamps the Gram matrix once residuals are
+    small and Anderson degrades to plain iteration (the spec's known pitfall).
+    """
+    batch, n = z.shape
+    X = torch.zeros(batch, memory, n, dtype=z.dtype, device=z.device)
+    F = torch.zeros_like(X)
+    evaluations = 0
+    k = 0
+    while not tracker.finished():
+        fz = g(z)
+        evaluations += 1
+        tracker.observe(z, fz)
+        slot = k % memory
+        X[:, slot], F[:, slot] = z, fz
+        k += 1
+        m = min(k, memory)
+        if m == 1:
+            candidate = fz
+        else:
+            G = F[:, :m] - X[:, :m]  # (batch, m, n) residual history
+            gram = G @ G.transpose(1, 2)
+            scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(_TINY)
+            H = torch.zeros(batch, m + 1, m + 1, dtype=z.dtype, device=z.device)
+            H[:, 0, 1:] = 1
+            H[:, 1:, 0] = 1
+            H[:, 1:, 1:] = gram + (lam * scale)[:, None, None] * torch.eye(m, dtype=z.dtype, device=z.device)
+            rhs = torch.zeros(batch, m + 1, 1, dtype=z.dtype, device=z.device)
+            rhs[:, 0] = 1
+            solution, info = torch.linalg.solve_ex(H, rhs)
+            alpha = solution[:, 1:, 0]  # (batch, m), sums to one
+            ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+            alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha))
+            mixed = beta * (alpha[:, None] @ F[:, :m])[:, 0] + (1 - beta) * (alpha[:, None] @ X[:, :m])[:, 0]
+            # Where the small system failed, fall back to a plain fixed-point step.
+            candidate = torch.where(ok[:, None], mixed, fz)
+        z = torch.where(tracker.done[:, None], z, candidate)
+    return evaluations
+
+
+def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker, **_) -> int:
+    """Good Broyden on r(z) = f(z) - z with a low-rank inverse Jacobian -I + U V^T."""
+    batch, n = z.shape
+    rank = tracker.max_iter
+    U = torch.zeros(batch, n, rank, dtype=z.dtype, device=z.device)
+    V = torch.zeros(batch, rank, n, dtype=z.dtype, device=z.device)
+
+    def inverse_times(x: torch.Tensor, used: int) -> torch.Tensor:  # (-I + U V^T) x
+        return -x + (U[:, :, :used] @ (V[:, :used] @ x[:, :, None]))[:, :, 0]
+
+    def transpose_inverse_times(x: torch.Tensor, used: int) -> torch.Tensor:  # x^T (-I + U V^T)
+        return -x + ((x[:, None] @ U[:, :, :used]) @ V[:, :used])[:, 0]
+
+    evaluations = 0
+    fz = g(z)
+    evaluations += 1
+    r = fz - z
+    tracker.observe(z, fz)
+    used = 0
+    while not tracker.finished():
+        update = -inverse_times(r, used)
+        update = torch.where(tracker.done[:, None], torch.zeros_like(update), update)
+        z_new = z + update
+        fz_new = g(z_new)
+        evaluations += 1
+        r_new = fz_new - z_new
+        tracker.observe(z_new, fz_new)
+        dz, dr = z_new - z, r_new - r
+        if used < rank:
+            vT = transpose_inverse_times(dz, used)
+            denominator = (vT * dr).sum(dim=1, keepdim=True)
+            u = (dz - inverse_times(dr, used)) / denominator
+            keep = torch.isfinite(u).all(dim=1, keepdim=True) & (denominator.abs() > _TINY)
+            U[:, :, used] = torch.where(keep, u, torch.zeros_like(u))
+            V[:, used] = torch.where(keep, vT, torch.zeros_like(vT))
+            used += 1
+        z, r = z_new, r_new
+    return evaluations
+
+
+_SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson, "broyden": _broyden}
+
+
+def solve(
+    f: Function,
+    z0: torch.Tensor,
+    method: str = "anderson",
+    tol: float = 1e-4,
+    max_iter: int = 55,
+    stop_mode: str = "rel",
+    record: bool = False,
+    **options,
+) -> SolveResult:
+    """Find z* = f(z*) for each sample of a batch.
+
+    Args:
+        f: maps ``(batch, *state)`` to the same shape; samples must not interact.
+        z0: ``(batch, *state)`` starting point (the DEQ starts at zero).
+        method: ``"fixed_point"`` (option ``damping``), ``"anderson"`` (options
+            ``memory``, ``beta``, ``lam``) or ``"broyden"``.
+        tol: stop when the residual (absolute or relative, see ``stop_mode``) is <= tol.
+        max_iter: at most this many f-evaluations per sample.
+        stop_mode: ``"abs"`` uses ||f(z) - z||, ``"rel"`` divides it by ||f(z)||.
+        record: keep every iterate (on the CPU) in ``SolveResult.states``.
+
+    Returns:
+        A ``SolveResult``; run it under ``torch.no_grad()`` and re-attach gradients
+        with ``deq_core.implicit`` where they are needed.
+    """
+    if method not in _SOLVERS:
+        raise ValueError(f"unknown solver {method!r}; choose one of {METHODS}")
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"unknown stop_mode {stop_mode!r}; choose one of {STOP_MODES}")
+    if max_iter < 1:
+        raise ValueError("max_iter must be at least 1")
+    if not tol > 0:
+        raise ValueError("tol must be positive")
+    shape = z0.shape
+    flat = z0.reshape(shape[0], -1)
+
+    def g(z: torch.Tensor) -> torch.Tensor:
+        return f(z.reshape(shape)).reshape(shape[0], -1)
+
+    tracker = _Tracker(flat, tol, stop_mode, max_iter, record)
+    evaluations = _SOLVERS[method](g, flat, tracker, **options)
+    return tracker.result(shape, method, evaluations)
+
+
+def unrolled_result(states: list[torch.Tensor], tol: float, stop_mode: str, record: bool = False) -> SolveResult:
+    """Residual bookkeeping of a fixed-step unroll z_{k+1} = f(z_k) (weight-tied fusion).
+
+    ``states`` are z_0 .. z_K; the residual of iterate k is ||z_{k+1} - z_k||, so
+    the trace has K entries and the reported iterate is z_{K-1} (the model reads
+    its image z_K, as the DEQ reads f(z*)).
+    """
+    with torch.no_grad():
+        batch = states[0].shape[0]
+        flat = torch.stack([s.detach().reshape(batch, -1) for s in states])  # (K+1, batch, n)
+        absolute = (flat[1:] - flat[:-1]).norm(dim=2).T.cpu()  # (batch, K)
+        relative = absolute / (flat[1:].norm(dim=2).T.cpu() + _TINY)
+    steps = absolute.shape[1]
+    last = (absolute if stop_mode == "abs" else relative)[:, -1]
+    finite = torch.isfinite(absolute).all(dim=1)
+    converged = finite & (last <= tol)
+    status = tuple("converged" if c else "max_iter" if ok else "diverged" for c, ok in zip(converged, finite))
+    return SolveResult(
+        z=states[-2].detach(),
+        iterations=torch.full((batch,), steps, dtype=torch.long),
+        absolute_residuals=tuple(absolute),
+        relative_residuals=tuple(relative),
+        best_iteration=torch.full((batch,), steps - 1, dtype=torch.long),
+        converged=converged,
+        status=status,
+        method="unrolled",
+        tol=tol,
+        stop_mode=stop_mode,
+        max_iter=steps,
+        function_evaluations=steps,
+        states=torch.stack([s.detach().cpu() for s in states[:-1]]) if record else None,
+    )
