@@ -198,17 +198,20 @@ def _anderson(
         if m == 1:
             candidate = fz
         else:
-            G = F[:, :m] - X[:, :m]  # (batch, m, n) residual history
+            # The small system is ill-conditioned near convergence; solving it in
+            # float64 keeps float32 rounding from being amplified into the iterates
+            # (which would make a sample's answer depend on its batch size).
+            G = (F[:, :m] - X[:, :m]).double()  # (batch, m, n) residual history
             gram = G @ G.transpose(1, 2)
             scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(_TINY)
-            H = torch.zeros(batch, m + 1, m + 1, dtype=z.dtype, device=z.device)
+            H = torch.zeros(batch, m + 1, m + 1, dtype=torch.float64, device=z.device)
             H[:, 0, 1:] = 1
             H[:, 1:, 0] = 1
-            H[:, 1:, 1:] = gram + (lam * scale)[:, None, None] * torch.eye(m, dtype=z.dtype, device=z.device)
-            rhs = torch.zeros(batch, m + 1, 1, dtype=z.dtype, device=z.device)
+            H[:, 1:, 1:] = gram + (lam * scale)[:, None, None] * torch.eye(m, dtype=torch.float64, device=z.device)
+            rhs = torch.zeros(batch, m + 1, 1, dtype=torch.float64, device=z.device)
             rhs[:, 0] = 1
             solution, info = torch.linalg.solve_ex(H, rhs)
-            alpha = solution[:, 1:, 0]  # (batch, m), sums to one
+            alpha = solution[:, 1:, 0].to(z.dtype)  # (batch, m), sums to one
             ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
             alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha))
             mixed = beta * (alpha[:, None] @ F[:, :m])[:, 0] + (1 - beta) * (alpha[:, None] @ X[:, :m])[:, 0]

@@ -60,7 +60,10 @@ class Trajectory:
         return int(changed[-1]) + 1 if len(changed) else 0
 
     def gate_share(self) -> torch.Tensor:
-        """``(T, N)`` share of the fused state each modality supports: ||z'_i|| / sum_j ||z'_j||."""
+        """``(T, N)`` share of the fused state each modality supports: ||z'_i|| / sum_j ||z'_j||.
+
+        All zeros at iteration 0, where the fused state is still the zero start.
+        """
         norms = self.purified.norm(dim=2)
         return norms / norms.sum(dim=1, keepdim=True).clamp_min(1e-12)
 

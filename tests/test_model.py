@@ -1,0 +1,146 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deq_core import ARCHITECTURES, ModelConfig, build_model
+from deq_core.model import FusionUpdate
+
+from conftest import make_contractive, tiny_inputs, tiny_model, tiny_modalities
+
+
+def reference_update(update: FusionUpdate, z, x):
+    """The spec's equations written out one modality at a time with torch's own GroupNorm."""
+    n, g = update.n_modalities, update.groups
+    z_fuse = z[:, n]
+    x_fuse = sum(update.injection_weight[i] * x[:, i] for i in range(n)) + update.injection_bias
+    branch_outputs = []
+    for i in range(n):
+        h = torch.relu(F.group_norm(z[:, i] @ update.branch_in[i].T + update.branch_in_bias[i], g,
+                                    update.norm1_weight[i], update.norm1_bias[i]))  # fmt: skip
+        u = F.group_norm(h @ update.branch_out[i].T + update.branch_out_bias[i] + x[:, i], g,
+                         update.norm2_weight[i], update.norm2_bias[i])  # fmt: skip
+        branch_outputs.append(F.group_norm(torch.relu(u + z[:, i]), g, update.norm3_weight[i], update.norm3_bias[i]))
+    purified = [update.gate(f_i + z_fuse) * z_fuse for f_i in branch_outputs]
+    f_fuse = F.group_norm(torch.relu(update.fuse(sum(purified)) + x_fuse), g,
+                          update.fuse_norm_weight, update.fuse_norm_bias)  # fmt: skip
+    return torch.stack([*branch_outputs, f_fuse], dim=1), torch.stack(purified, dim=1)
+
+
+def test_fusion_update_follows_the_spec_equations():
+    torch.manual_seed(0)
+    update = FusionUpdate(3, 16, groups=4)
+    with torch.no_grad():  # move every parameter off its init so no term hides behind a 0 or 1
+        for p in update.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    z, x = torch.randn(5, 4, 16), torch.randn(5, 3, 16)
+    ours, gates, purified = update(z, x, update.inject(x), return_parts=True)
+    expected, expected_purified = reference_update(update, z, x)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    assert torch.allclose(purified, expected_purified, atol=1e-5)
+    assert torch.allclose(purified, gates * z[:, 3:4], atol=1e-6)
+
+
+def test_contractive_toy_converges_for_every_case(contractive_deq):
+    out = contractive_deq.run(tiny_inputs(16, seed=4))
+    assert out.solve.converged.all()
+    assert out.solve.iterations.max() < 30
+
+
+def test_deq_output_is_the_same_with_and_without_gradients(contractive_deq, inputs):
+    with torch.no_grad():
+        plain = contractive_deq.run(inputs).logits
+    attached = contractive_deq.run(inputs).logits
+    assert attached.requires_grad
+    assert torch.equal(plain, attached.detach())
+
+
+@pytest.mark.parametrize("architecture", ["deq", "weight_tied"])
+def test_a_case_gets_the_same_answer_alone_or_in_a_batch(architecture):
+    model = tiny_model(architecture).eval()
+    make_contractive(model)
+    batch = tiny_inputs(8, seed=3)
+    with torch.no_grad():
+        together = model.run(batch)
+        assert architecture == "weight_tied" or together.solve.converged.all()
+        for i in range(8):
+            alone = model.run([x[i : i + 1] for x in batch])
+            assert (alone.logits[0] - together.logits[i]).abs().max() <= 1e-5
+            assert int(alone.solve.iterations[0]) == int(together.solve.iterations[i])
+            # Convolutions round differently by batch size (about 3e-7 in the features);
+            # the solve adds no dependence of its own (see test_solvers for 1e-6 on exact f).
+            assert (alone.solve.z[0] - together.solve.z[i]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_architecture_answers_through_one_interface(architecture, inputs):
+    model = tiny_model(architecture).eval()
+    logits = model(*inputs)
+    assert logits.shape == (6, 3)
+    out = model.run(inputs)
+    assert torch.allclose(out.logits, logits)
+    assert (out.solve is not None) == (architecture in ("deq", "weight_tied"))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_architecture_learns_a_toy_task(architecture):
+    torch.manual_seed(1)
+    model = tiny_model(architecture).train()
+    inputs = tiny_inputs(48, seed=7)
+    labels = (inputs[3][:, 0] > 0).long() + (inputs[1][:, 0].mean(dim=1) > 0).long()  # depends on two modalities
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        out = model.run(inputs, jacobian_probes=1 if architecture == "deq" else 0)
+        loss = F.cross_entropy(out.logits, labels)
+        if out.jacobian_penalty is not None:
+            loss = loss + 0.5 * out.jacobian_penalty
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_late_fusion_averages_what_each_modality_says(inputs):
+    model = tiny_model("late").eval()
+    assert torch.allclose(model.modality_logits(inputs).mean(dim=1), model(*inputs))
+
+
+def test_weight_tied_runs_exactly_its_unroll_steps(inputs):
+    model = tiny_model("weight_tied", unroll_steps=4).eval()
+    out = model.run(inputs, record=True)
+    assert out.solve.iterations.tolist() == [4] * 6
+    assert out.solve.states.shape[0] == 4
+
+
+def test_wrong_number_of_inputs_is_refused(inputs):
+    with pytest.raises(ValueError, match="expected 4 inputs"):
+        tiny_model("early")(*inputs[:3])
+
+
+def test_input_statistics_standardise_and_give_the_training_mean():
+    model = tiny_model("early")
+    data = tiny_inputs(32, seed=99)
+    assert torch.allclose(model.input_means()[3], data[3].mean(dim=0))
+    assert torch.allclose(model.input_means()[0], data[0].mean(dim=0))
+    standardised = model.encoders[3].standardise(data[3])
+    assert torch.allclose(standardised.mean(dim=0), torch.zeros(5), atol=1e-5)
+
+
+def test_config_round_trips_and_rejects_nonsense():
+    config = ModelConfig("deq", tiny_modalities(), ("a", "b"), width=16, normal_class="a")
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="architecture"):
+        ModelConfig("transformer", tiny_modalities(), ("a", "b"))
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig("deq", tiny_modalities(), ("a", "b"), width=18)
+    with pytest.raises(ValueError, match="unknown keys"):
+        ModelConfig.from_dict({**config.to_dict(), "surprise": 1})
+    with pytest.raises(ValueError, match="normal_class"):
+        ModelConfig("deq", tiny_modalities(), ("a", "b"), normal_class="ok")
+
+
+def test_build_model_gives_each_modality_the_encoder_of_its_kind():
+    model = build_model(ModelConfig("early", tiny_modalities(), ("a", "b"), width=16))
+    kinds = [type(e).__name__ for e in model.encoders]
+    assert kinds == ["ImageEncoder", "TimeseriesEncoder", "TextEncoder", "VectorEncoder"]
