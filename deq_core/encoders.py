@@ -23,6 +23,7 @@ class EncoderSettings:
     channels: int = 32
     embedding_dim: int = 64
     dropout: float = 0.1
+    vector_hidden: int = 0  # 0: a vector modality is mapped to d linearly (less overfitting on small data)
 
 
 class Encoder(nn.Module):
@@ -60,10 +61,13 @@ class Encoder(nn.Module):
 class VectorEncoder(Encoder):
     def __init__(self, modality: Modality, width: int, settings: EncoderSettings):
         super().__init__(modality)
-        features = modality.shape[0]
-        self.net = nn.Sequential(
-            nn.Linear(features, 2 * width), nn.ReLU(), nn.Dropout(settings.dropout), nn.Linear(2 * width, width)
-        )
+        features, hidden = modality.shape[0], settings.vector_hidden
+        if hidden:
+            self.net = nn.Sequential(
+                nn.Dropout(settings.dropout), nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, width)
+            )
+        else:
+            self.net = nn.Sequential(nn.Dropout(settings.dropout), nn.Linear(features, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, features) -> (b, d)
         return self.net(self.standardise(x))

@@ -1,0 +1,236 @@
+"""Evaluate a model folder on a split: a stable JSON contract the app and reports read.
+
+    python -m deq_core.evaluate --model assets/models/inspection-deq --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, f1_score
+
+from .checkpoint import ModelLoadError, load_model
+from .config import SolverSettings
+from .data import MultimodalDataset, load_dataset
+from .model import FusionModel
+
+SETTLED_RELATIVE_RESIDUAL = 1e-3  # the figure the issue asks of every equilibrium
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-case outputs of a model on a dataset (n cases, C classes).
+
+    ``iterations`` and ``relative_residual`` are None for feed-forward models.
+    """
+
+    ids: tuple[str, ...]
+    labels: np.ndarray  # (n,)
+    predicted: np.ndarray  # (n,)
+    probabilities: np.ndarray  # (n, C)
+    iterations: np.ndarray | None  # (n,)
+    relative_residual: np.ndarray | None  # (n,) of the returned iterate
+    status: tuple[str, ...] | None
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probabilities.max(axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.labels
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation contract (``--json`` prints exactly these keys)."""
+
+    model: str
+    architecture: str
+    dataset: str
+    split: str
+    n: int
+    classes: list[str]
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    confusion_matrix: list[list[int]]
+    false_alarm_rate: float | None
+    miss_rate: float | None
+    ece: float
+    iterations_mean: float | None
+    iterations_median: float | None
+    iterations_p95: float | None
+    converged_fraction: float | None
+    settled_fraction: float | None
+    latency_ms_median: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@torch.no_grad()
+def predict(
+    model: FusionModel, data: MultimodalDataset, solver: SolverSettings | None = None, batch_size: int = 256
+) -> Predictions:
+    model.eval()
+    probabilities, iterations, residuals, status = [], [], [], []
+    for start in range(0, len(data), batch_size):
+        inputs = [x[start : start + batch_size].to(model.device) for x in data.inputs]
+        out = model.run(inputs, solver=solver)
+        probabilities.append(torch.softmax(out.logits, dim=1).cpu())
+        if out.solve is not None:
+            iterations.append(out.solve.iterations.cpu())
+            residuals.append(out.solve.final_relative_residual.cpu())
+            status.extend(out.solve.status)
+    probabilities = torch.cat(probabilities).numpy()
+    return Predictions(
+        ids=data.ids,
+        labels=data.labels.numpy(),
+        predicted=probabilities.argmax(axis=1),
+        probabilities=probabilities,
+        iterations=torch.cat(iterations).numpy() if iterations else None,
+        relative_residual=torch.cat(residuals).numpy() if residuals else None,
+        status=tuple(status) if status else None,
+    )
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(error)
+
+
+def alarm_rates(labels: np.ndarray, predicted: np.ndarray, normal: int) -> tuple[float, float]:
+    """(false alarm rate, miss rate): normal cases flagged as faulty; faulty cases passed as normal."""
+    normal_cases = labels == normal
+    faulty_cases = ~normal_cases
+    false_alarm = float((predicted[normal_cases] != normal).mean()) if normal_cases.any() else 0.0
+    miss = float((predicted[faulty_cases] == normal).mean()) if faulty_cases.any() else 0.0
+    return false_alarm, miss
+
+
+@torch.no_grad()
+def single_case_latency_ms(model: FusionModel, data: MultimodalDataset, cases: int = 30) -> float:
+    """Median wall time of one case's prediction (batch of one), after one warm-up call."""
+    model.eval()
+    rows = np.linspace(0, len(data) - 1, min(cases, len(data))).astype(int)
+    model.run([x[:1].to(model.device) for x in data.inputs])
+    times = []
+    for row in rows:
+        inputs = [x[row : row + 1].to(model.device) for x in data.inputs]
+        start = time.perf_counter()
+        model.run(inputs)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def evaluate(
+    model: FusionModel, data: MultimodalDataset, name: str = "", solver: SolverSettings | None = None
+) -> tuple[Evaluation, Predictions]:
+    p = predict(model, data, solver)
+    classes = list(model.config.class_names)
+    normal = model.config.normal_class
+    false_alarm, miss = alarm_rates(p.labels, p.predicted, classes.index(normal)) if normal else (None, None)
+    iterations = p.iterations.astype(float) if p.iterations is not None else None
+    evaluation = Evaluation(
+        model=name,
+        architecture=model.config.architecture,
+        dataset=data.name,
+        split=data.split,
+        n=len(data),
+        classes=classes,
+        accuracy=float(p.correct.mean()),
+        macro_f1=float(f1_score(p.labels, p.predicted, average="macro", labels=range(len(classes)), zero_division=0)),
+        weighted_f1=float(
+            f1_score(p.labels, p.predicted, average="weighted", labels=range(len(classes)), zero_division=0)
+        ),
+        confusion_matrix=confusion_matrix(p.labels, p.predicted, labels=range(len(classes))).tolist(),
+        false_alarm_rate=false_alarm,
+        miss_rate=miss,
+        ece=expected_calibration_error(p.probabilities, p.labels),
+        iterations_mean=float(iterations.mean()) if iterations is not None else None,
+        iterations_median=float(np.median(iterations)) if iterations is not None else None,
+        iterations_p95=float(np.percentile(iterations, 95)) if iterations is not None else None,
+        converged_fraction=float(np.mean([s == "converged" for s in p.status])) if p.status else None,
+        settled_fraction=(
+            float((p.relative_residual <= SETTLED_RELATIVE_RESIDUAL).mean()) if p.relative_residual is not None else None
+        ),
+        latency_ms_median=single_case_latency_ms(model, data),
+    )
+    return evaluation, p
+
+
+def evaluate_folder(folder: str | Path, split: str = "test", device: str = "auto", data_path: str | None = None):
+    model = load_model(folder, device=device)
+    data = load_dataset(data_path or model.config.dataset, split, modalities=model.config.modalities)
+    return evaluate(model, data, name=Path(folder).name)
+
+
+def format_table(e: Evaluation) -> str:
+    def pct(value):
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    def num(value, digits=1):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    rows = [
+        ("model", f"{e.model} ({e.architecture})"),
+        ("data", f"{e.dataset} / {e.split}, {e.n} cases"),
+        ("accuracy", pct(e.accuracy)),
+        ("macro F1 / weighted F1", f"{e.macro_f1:.4f} / {e.weighted_f1:.4f}"),
+        ("false alarms / misses", f"{pct(e.false_alarm_rate)} / {pct(e.miss_rate)}"),
+        ("calibration error (ECE)", f"{e.ece:.4f}"),
+        ("iterations mean / median / p95", f"{num(e.iterations_mean)} / {num(e.iterations_median)} / {num(e.iterations_p95)}"),
+        ("converged / settled (rel. residual <= 1e-3)", f"{pct(e.converged_fraction)} / {pct(e.settled_fraction)}"),
+        ("latency per case (median)", f"{e.latency_ms_median:.2f} ms"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    header = "confusion matrix (rows: true, columns: predicted)"
+    name_width = max(len(c) for c in e.classes)
+    lines += ["", header, " " * (name_width + 1) + " ".join(f"{c[:6]:>6}" for c in e.classes)]
+    for name, row in zip(e.classes, e.confusion_matrix):
+        lines.append(f"{name:>{name_width}} " + " ".join(f"{v:>6}" for v in row))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deq_core.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    try:
+        evaluation, _ = evaluate_folder(args.model, args.split, args.device, args.data)
+    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(evaluation.to_dict()) if args.json else format_table(evaluation))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

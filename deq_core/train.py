@@ -1,0 +1,220 @@
+"""Train a fusion model and write its folder.
+
+    python -m deq_core.train --dataset inspection --model deq --out assets/models/inspection-deq
+
+Model selection uses the validation split only (the reference script chose its
+best checkpoint on the test set; we do not). Nothing is written until training
+has finished, and the folder is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import resolve_device, save_model
+from .config import ARCHITECTURES, ModelConfig, SolverSettings
+from .data import MultimodalDataset, load_dataset
+from .encoders import EncoderSettings
+from .model import FusionModel, build_model
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation settings; the defaults are the ones the shipped models were trained with."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    jacobian_weight: float = 0.5  # DEQ only: keeps f contractive so solves stay short
+    jacobian_probes: int = 1
+    width: int = 128
+    dropout: float = 0.3
+    unroll_steps: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    jacobian_penalty: float
+    val_loss: float
+    val_accuracy: float
+    val_iterations_median: float
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batches(n: int, size: int, generator: torch.Generator | None = None):
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, size):
+        yield order[start : start + size]
+
+
+@torch.no_grad()
+def validate(model: FusionModel, data: MultimodalDataset, device: torch.device) -> tuple[float, float, float]:
+    """Validation loss, accuracy and median solver iterations (0 for feed-forward models)."""
+    model.eval()
+    losses, correct, iterations = 0.0, 0, []
+    for index in batches(len(data), 256):
+        out = model.run([x[index].to(device) for x in data.inputs])
+        labels = data.labels[index].to(device)
+        losses += float(F.cross_entropy(out.logits, labels, reduction="sum"))
+        correct += int((out.logits.argmax(dim=1) == labels).sum())
+        if out.solve is not None:
+            iterations.append(out.solve.iterations.float().cpu())
+    median = float(torch.cat(iterations).median()) if iterations else 0.0
+    return losses / len(data), correct / len(data), median
+
+
+def train_model(
+    dataset: str,
+    architecture: str,
+    settings: TrainingSettings = TrainingSettings(),
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    train_data: MultimodalDataset | None = None,
+    val_data: MultimodalDataset | None = None,
+) -> tuple[FusionModel, list[EpochRecord], dict]:
+    """Train and return (model with the best validation weights, epoch records, metrics)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown model {architecture!r}; choose one of {ARCHITECTURES}")
+    device = resolve_device(device)
+    seed_everything(settings.seed)
+    train_data = train_data or load_dataset(dataset, "train")
+    val_data = val_data or load_dataset(dataset, "val", modalities=train_data.modalities)
+    config = ModelConfig(
+        architecture=architecture,
+        modalities=train_data.modalities,
+        class_names=train_data.class_names,
+        width=settings.width,
+        encoder=EncoderSettings(dropout=settings.dropout),
+        solver=SolverSettings(),
+        unroll_steps=settings.unroll_steps,
+        dataset=dataset,
+        normal_class=train_data.normal_class,
+    )
+    model = build_model(config).to(device)
+    model.fit_statistics(train_data.inputs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    steps_per_epoch = -(-len(train_data) // settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * steps_per_epoch
+    )
+    shuffle = torch.Generator().manual_seed(settings.seed)
+    probes = settings.jacobian_probes if architecture == "deq" and settings.jacobian_weight > 0 else 0
+    records: list[EpochRecord] = []
+    best_key, best_state, best_epoch = None, None, -1
+    started = time.perf_counter()
+    bar = tqdm(range(settings.epochs), desc=f"{dataset}-{architecture}", disable=not progress, file=sys.stderr)
+    for epoch in bar:
+        model.train()
+        total, penalty_total, seen = 0.0, 0.0, 0
+        for index in batches(len(train_data), settings.batch_size, shuffle):
+            inputs = [x[index].to(device) for x in train_data.inputs]
+            labels = train_data.labels[index].to(device)
+            out = model.run(inputs, jacobian_probes=probes)
+            loss = F.cross_entropy(out.logits, labels, label_smoothing=settings.label_smoothing)
+            if out.jacobian_penalty is not None:
+                loss = loss + settings.jacobian_weight * out.jacobian_penalty
+                penalty_total += out.jacobian_penalty.item() * len(index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(index)
+            seen += len(index)
+        val_loss, val_accuracy, val_iterations = validate(model, val_data, device)
+        record = EpochRecord(epoch, total / seen, penalty_total / seen, val_loss, val_accuracy, val_iterations,
+                             time.perf_counter() - started)  # fmt: skip
+        records.append(record)
+        bar.set_postfix(val_acc=f"{val_accuracy:.3f}", val_loss=f"{val_loss:.3f}", iters=val_iterations)
+        key = (val_accuracy, -val_loss)  # accuracy first, loss breaks ties
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    model.eval()
+    metrics = {
+        "dataset": dataset,
+        "architecture": architecture,
+        "selected_on": "val",
+        "best_epoch": best_epoch,
+        "val_accuracy": records[best_epoch].val_accuracy,
+        "val_loss": records[best_epoch].val_loss,
+        "train_cases": len(train_data),
+        "val_cases": len(val_data),
+        "val_ids": list(val_data.ids),
+        "training_seconds": round(time.perf_counter() - started, 1),
+        "settings": dataclasses.asdict(settings),
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    return model, records, metrics
+
+
+def curves_csv(records: list[EpochRecord]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in dataclasses.fields(EpochRecord)])
+    writer.writeheader()
+    for record in records:
+        writer.writerow(dataclasses.asdict(record))
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = TrainingSettings()
+    parser = argparse.ArgumentParser(prog="python -m deq_core.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="handwritten, inspection, or a dataset folder")
+    parser.add_argument("--model", required=True, choices=ARCHITECTURES)
+    parser.add_argument("--out", required=True, type=Path, help="model folder to write")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    for field in dataclasses.fields(TrainingSettings):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)),
+                            default=getattr(defaults, field.name))  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = TrainingSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingSettings)})
+    try:
+        model, records, metrics = train_model(args.dataset, args.model, settings, args.device, not args.quiet)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    folder = save_model(
+        model,
+        args.out,
+        extra_files={"metrics.json": json.dumps(metrics, indent=2) + "\n", "curves.csv": curves_csv(records)},
+    )
+    print(f"wrote {folder} (best epoch {metrics['best_epoch']}, val accuracy {metrics['val_accuracy']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deq_core import load_model
+from deq_core.data.inspection import generate_inspection
+from deq_core.evaluate import Evaluation, alarm_rates, evaluate, expected_calibration_error
+from deq_core.evaluate import main as evaluate_main
+from deq_core.train import TrainingSettings, train_model
+from deq_core.train import main as train_main
+
+EVALUATION_KEYS = {
+    "model", "dataset", "split", "n", "classes", "accuracy", "macro_f1", "weighted_f1", "confusion_matrix",
+    "false_alarm_rate", "miss_rate", "ece", "iterations_mean", "iterations_median", "iterations_p95",
+    "converged_fraction", "latency_ms_median",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_inspection():
+    return generate_inspection("train", n_per_class=6), generate_inspection("val", n_per_class=3)
+
+
+@pytest.mark.parametrize("architecture", ["deq", "early"])
+def test_a_tiny_training_run_selects_on_validation_and_evaluates(architecture, small_inspection):
+    train, val = small_inspection
+    settings = TrainingSettings(epochs=3, batch_size=12, width=32, seed=1)
+    model, records, metrics = train_model("inspection", architecture, settings, "cpu", False, train, val)
+    assert len(records) == 3
+    assert metrics["selected_on"] == "val"
+    assert metrics["val_accuracy"] == max(r.val_accuracy for r in records)
+    assert metrics["val_ids"] == list(val.ids)
+    assert records[-1].train_loss < records[0].train_loss
+    evaluation, predictions = evaluate(model, val, "tiny")
+    assert set(EVALUATION_KEYS) <= set(evaluation.to_dict())
+    assert 0 <= evaluation.accuracy <= 1 and 0 <= evaluation.ece <= 1
+    assert np.sum(evaluation.confusion_matrix) == len(val)
+    assert evaluation.false_alarm_rate is not None  # inspection has a normal class
+    if architecture == "deq":
+        assert 1 <= evaluation.iterations_median <= 55
+        assert 0 <= evaluation.converged_fraction <= 1
+    else:
+        assert evaluation.iterations_mean is None and evaluation.converged_fraction is None
+
+
+def test_training_is_reproducible_for_a_seed(small_inspection):
+    train, val = small_inspection
+    settings = TrainingSettings(epochs=1, batch_size=12, width=32, seed=3)
+    first, _, _ = train_model("inspection", "late", settings, "cpu", False, train, val)
+    second, _, _ = train_model("inspection", "late", settings, "cpu", False, train, val)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_cli_trains_writes_the_folder_and_evaluates_as_json(tmp_path, capsys):
+    out = tmp_path / "hw-late"
+    assert train_main(["--dataset", "handwritten", "--model", "late", "--out", str(out), "--epochs", "1",
+                       "--width", "32", "--quiet"]) == 0  # fmt: skip
+    assert {"weights.safetensors", "config.json", "checksums.json", "metrics.json", "curves.csv"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert "wrote" in capsys.readouterr().out
+    assert load_model(out).config.dataset == "handwritten"
+    assert evaluate_main(["--model", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert EVALUATION_KEYS <= set(result)
+    assert result["n"] == 400 and result["split"] == "test" and len(result["classes"]) == 10
+    assert result["accuracy"] > 0.5
+    assert result["false_alarm_rate"] is None  # digits have no normal class
+    assert evaluate_main(["--model", str(out)]) == 0
+    assert "confusion matrix" in capsys.readouterr().out
+
+
+def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys):
+    assert train_main(["--dataset", "nope", "--model", "deq", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert evaluate_main(["--model", str(tmp_path / "missing")]) == 2
+    assert "weights file missing" in capsys.readouterr().err
+
+
+def test_calibration_error_and_alarm_rates_on_known_cases():
+    perfect = np.eye(3)[[0, 1, 2, 1]]
+    assert expected_calibration_error(perfect, np.array([0, 1, 2, 1])) == 0
+    overconfident = np.array([[0.9, 0.1], [0.9, 0.1]])
+    assert expected_calibration_error(overconfident, np.array([0, 1])) == pytest.approx(0.4)
+    labels = np.array([0, 0, 0, 0, 1, 2, 2, 1])
+    predicted = np.array([0, 1, 0, 0, 1, 0, 2, 0])
+    assert alarm_rates(labels, predicted, normal=0) == (0.25, 0.5)
+    assert set(Evaluation.__dataclass_fields__) >= EVALUATION_KEYS
