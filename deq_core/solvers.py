@@ -71,6 +71,11 @@ class SolveResult:
         return torch.stack([t[k] for t, k in zip(self.relative_residuals, self.best_iteration.tolist())])
 
 
+def _traces(matrix: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, ...]:
+    """Per-sample traces as views of the small (batch, max_iter) matrix: no 2 x batch clones."""
+    return tuple(row[:n] for row, n in zip(matrix.unbind(0), lengths))
+
+
 class _Tracker:
     """Per-sample bookkeeping shared by all solvers: stop, freeze, best iterate, traces."""
 
@@ -90,17 +95,18 @@ class _Tracker:
         self.states: list[torch.Tensor] = []
         self.step = 0
 
-    def observe(self, z: torch.Tensor, fz: torch.Tensor) -> None:
+    def observe(self, z: torch.Tensor, fz: torch.Tensor, residual: torch.Tensor | None = None) -> None:
         """Record iterate z (flattened ``(batch, n)``) and its image f(z); update who is done."""
         k = self.step
         active = ~self.done
-        absolute = (fz - z).norm(dim=1)
-        relative = absolute / (fz.norm(dim=1) + _TINY)
-        absolute = torch.where(torch.isfinite(absolute), absolute, torch.full_like(absolute, float("inf")))
-        relative = torch.where(torch.isfinite(relative), relative, torch.full_like(relative, float("inf")))
+        absolute = (fz - z if residual is None else residual).norm(dim=1)
+        image_norm = fz.norm(dim=1)
+        # NaN and inf both become inf: one op instead of isfinite + where.
+        absolute = torch.nan_to_num(absolute, nan=float("inf"))
+        relative = torch.nan_to_num(absolute / (image_norm + _TINY), nan=float("inf"))
         self.absolute[k] = absolute  # entries past a sample's stop are cut off in result()
         self.relative[k] = relative
-        self.iterations += active.long()
+        self.iterations += active
         if self.record:
             previous = self.states[-1] if self.states else z
             self.states.append(torch.where(active[:, None], z, previous.to(z.device)).detach().cpu())
@@ -111,14 +117,14 @@ class _Tracker:
         better = active & (measure < self.best_residual)
         self.best_z = torch.where(better[:, None], z, self.best_z)
         self.best_residual = torch.where(better, measure, self.best_residual)
-        self.best_iteration = torch.where(better, torch.full_like(self.best_iteration, k), self.best_iteration)
-        self.smallest_absolute = torch.minimum(self.smallest_absolute, torch.where(active, absolute, self.smallest_absolute))
-
+        self.best_iteration.masked_fill_(better, k)
+        torch.minimum(self.smallest_absolute, absolute.masked_fill(~active, float("inf")), out=self.smallest_absolute)
+        z_norm = z.norm(dim=1)
         if k == 0:  # the problem's own scale, to recognise an iterate that ran off to infinity
-            self.scale = z.norm(dim=1) + fz.norm(dim=1) + _TINY
-        runaway = z.norm(dim=1) > BLOWUP_FACTOR * self.scale
+            self.scale = z_norm + image_norm + _TINY
+        runaway = z_norm > BLOWUP_FACTOR * self.scale
         hit = active & (measure <= self.tol) & ~runaway
-        blowup = active & (~torch.isfinite(absolute) | (absolute > BLOWUP_FACTOR * self.smallest_absolute) | runaway)
+        blowup = active & ((absolute > BLOWUP_FACTOR * self.smallest_absolute) | runaway | absolute.isinf())
         self.converged |= hit
         self.diverged |= blowup & ~hit
         self.done |= hit | blowup
@@ -142,8 +148,8 @@ class _Tracker:
         return SolveResult(
             z=self.best_z.reshape(shape),
             iterations=self.iterations,
-            absolute_residuals=tuple(absolute[i, :n].clone() for i, n in enumerate(lengths)),
-            relative_residuals=tuple(relative[i, :n].clone() for i, n in enumerate(lengths)),
+            absolute_residuals=_traces(absolute, lengths),
+            relative_residuals=_traces(relative, lengths),
             best_iteration=self.best_iteration,
             converged=self.converged.clone(),
             status=status,
@@ -178,45 +184,62 @@ def _anderson(
 ) -> int:
     """Anderson acceleration, solved per sample as a bordered least-squares system.
 
-    The regulariser is ``lam`` times the mean squared residual in the window, not a
-    fixed absolute number: a fixed lambda swamps the Gram matrix once residuals are
-    small and Anderson degrades to plain iteration (the spec's known pitfall).
+    The regulariser is ``lam`` times the newest squared residual ||f(z_k) - z_k||^2,
+    the smallest in the window once the iteration converges: scaled to the window's
+    mean (dominated by its oldest, largest residual) it still swamps the Gram matrix
+    near convergence, the spec's known pitfall, and costs 1-2 extra f-evaluations.
     """
     batch, n = z.shape
-    X = torch.zeros(batch, memory, n, dtype=z.dtype, device=z.device)
-    F = torch.zeros_like(X)
+    F = torch.empty(batch, memory, n, dtype=z.dtype, device=z.device)  # slots are written before they are read
+    X = torch.empty_like(F) if beta != 1 else None  # iterates are only needed to mix with beta < 1
+    # Residual history f(z) - z, kept instead of recomputed: the Gram matrix gains one new
+    # row per step, O(m n) instead of O(m^2 n), and F - X is never rebuilt. float64 because
+    # the small system is ill-conditioned near convergence: float32 rounding amplified into
+    # the iterates would make a sample's answer depend on its batch size.
+    R = torch.empty(batch, memory, n, dtype=torch.float64, device=z.device)
+    gram = torch.zeros(batch, memory, memory, dtype=torch.float64, device=z.device)
+    H = torch.zeros(batch, memory + 1, memory + 1, dtype=torch.float64, device=z.device)
+    H[:, 0, 1:] = 1
+    H[:, 1:, 0] = 1
+    rhs = torch.zeros(batch, memory + 1, 1, dtype=torch.float64, device=z.device)
+    rhs[:, 0] = 1
+    plain = torch.zeros(batch, memory, dtype=z.dtype, device=z.device)
     evaluations = 0
     k = 0
     while not tracker.finished():
         fz = g(z)
         evaluations += 1
-        tracker.observe(z, fz)
+        r = fz - z
+        tracker.observe(z, fz, r)
         slot = k % memory
-        X[:, slot], F[:, slot] = z, fz
+        F[:, slot] = fz
+        R[:, slot] = r
+        if X is not None:
+            X[:, slot] = z
         k += 1
         m = min(k, memory)
+        # r R^T reads R along its contiguous rows: faster than R r on the CPU.
+        row = (R[:, slot : slot + 1] @ R[:, :m].transpose(1, 2))[:, 0]
+        gram[:, slot, :m] = row
+        gram[:, :m, slot] = row
         if m == 1:
             candidate = fz
         else:
-            # The small system is ill-conditioned near convergence; solving it in
-            # float64 keeps float32 rounding from being amplified into the iterates
-            # (which would make a sample's answer depend on its batch size).
-            G = (F[:, :m] - X[:, :m]).double()  # (batch, m, n) residual history
-            gram = G @ G.transpose(1, 2)
-            scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(_TINY)
-            H = torch.zeros(batch, m + 1, m + 1, dtype=torch.float64, device=z.device)
-            H[:, 0, 1:] = 1
-            H[:, 1:, 0] = 1
-            H[:, 1:, 1:] = gram + (lam * scale)[:, None, None] * torch.eye(m, dtype=torch.float64, device=z.device)
-            rhs = torch.zeros(batch, m + 1, 1, dtype=torch.float64, device=z.device)
-            rhs[:, 0] = 1
-            solution, info = torch.linalg.solve_ex(H, rhs)
-            alpha = solution[:, 1:, 0].to(z.dtype)  # (batch, m), sums to one
-            ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
-            alpha = torch.where(ok[:, None], alpha, torch.zeros_like(alpha))
-            mixed = beta * (alpha[:, None] @ F[:, :m])[:, 0] + (1 - beta) * (alpha[:, None] @ X[:, :m])[:, 0]
-            # Where the small system failed, fall back to a plain fixed-point step.
-            candidate = torch.where(ok[:, None], mixed, fz)
+            block = H[:, 1 : m + 1, 1 : m + 1]
+            block.copy_(gram[:, :m, :m])
+            scale = row[:, slot]  # the newest squared residual
+            block.diagonal(dim1=1, dim2=2).add_((lam * scale.clamp_min(_TINY))[:, None])
+            solution, info = torch.linalg.solve_ex(H[:, : m + 1, : m + 1], rhs[:, : m + 1])
+            alpha = solution[:, 1:, 0].to(z.dtype)
+            # A failed small system falls back to the plain step f(z), as weight 1 on the newest
+            # slot: one where on (batch, m) instead of one on (batch, n).
+            ok = (info == 0) & torch.isfinite(alpha.sum(dim=1))
+            fallback = plain[:, :m].zero_()
+            fallback[:, slot] = 1
+            alpha = torch.where(ok[:, None], alpha, fallback)
+            candidate = (alpha[:, None] @ F[:, :m])[:, 0]
+            if X is not None:
+                candidate = beta * candidate + (1 - beta) * (alpha[:, None] @ X[:, :m])[:, 0]
         z = torch.where(tracker.done[:, None], z, candidate)
     return evaluations
 

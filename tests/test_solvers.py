@@ -4,7 +4,14 @@ import torch
 from deq_core import solve
 from deq_core.solvers import METHODS, STOP_MODES, unrolled_result
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """Exact comparisons need float64; restored afterwards so other test modules are unaffected."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def linear_contraction(n=12, batch=5, norm=0.8, seed=0):
@@ -74,20 +81,17 @@ def per_sample_problem(batch, seed=2):
 @pytest.mark.parametrize("stop_mode", STOP_MODES)
 def test_sample_result_does_not_depend_on_batch_mates(method, stop_mode):
     torch.set_default_dtype(torch.float32)
-    try:
-        W, b = per_sample_problem(8)
-        f_batch = lambda z: torch.tanh(z @ W.T) * 0.9 + b  # noqa: E731
-        together = solve(f_batch, torch.zeros(8, 32), method=method, tol=1e-5, stop_mode=stop_mode, max_iter=100)
-        assert len(set(together.iterations.tolist())) > 1, "the test needs samples that stop at different times"
-        for i in range(8):
-            f_one = lambda z: torch.tanh(z @ W.T) * 0.9 + b[i : i + 1]  # noqa: E731
-            alone = solve(f_one, torch.zeros(1, 32), method=method, tol=1e-5, stop_mode=stop_mode, max_iter=100)
-            assert int(alone.iterations[0]) == int(together.iterations[i])
-            assert (alone.z[0] - together.z[i]).abs().max() <= 1e-6
-            # Traces agree up to float32 rounding of the batched matmul (Broyden amplifies it most).
-            assert torch.allclose(alone.absolute_residuals[0], together.absolute_residuals[i], rtol=1e-2, atol=1e-5)
-    finally:
-        torch.set_default_dtype(torch.float64)
+    W, b = per_sample_problem(8)
+    f_batch = lambda z: torch.tanh(z @ W.T) * 0.9 + b  # noqa: E731
+    together = solve(f_batch, torch.zeros(8, 32), method=method, tol=1e-5, stop_mode=stop_mode, max_iter=100)
+    assert len(set(together.iterations.tolist())) > 1, "the test needs samples that stop at different times"
+    for i in range(8):
+        f_one = lambda z: torch.tanh(z @ W.T) * 0.9 + b[i : i + 1]  # noqa: E731
+        alone = solve(f_one, torch.zeros(1, 32), method=method, tol=1e-5, stop_mode=stop_mode, max_iter=100)
+        assert int(alone.iterations[0]) == int(together.iterations[i])
+        assert (alone.z[0] - together.z[i]).abs().max() <= 1e-6
+        # Traces agree up to float32 rounding of the batched matmul (Broyden amplifies it most).
+        assert torch.allclose(alone.absolute_residuals[0], together.absolute_residuals[i], rtol=1e-2, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)
