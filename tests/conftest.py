@@ -63,3 +63,110 @@ def contractive_deq():
     model = tiny_model("deq")
     make_contractive(model)
     return model.eval()
+
+
+# --- closed-form toys behind the FusionModel interface (explanation tests) -------------------
+
+from deq_core import EncoderSettings, FusionModel, FusionOutput  # noqa: E402
+
+
+class _ToyFusion(FusionModel):
+    """``run`` computes logits in closed form from the raw inputs (no solve); ``forward_rows``
+    records the batch size of every call."""
+
+    def __init__(self, modalities, classes=("a", "b", "c")):
+        super().__init__(
+            ModelConfig("early", modalities, classes, width=8, groups=4, encoder=EncoderSettings(embedding_dim=4))
+        )
+        self.forward_rows: list[int] = []
+
+    def run(self, inputs, record=False, solver=None, jacobian_probes=0):
+        self.forward_rows.append(int(inputs[0].shape[0]))
+        logits = self.logits(inputs)
+        return FusionOutput(logits, None, None, logits)
+
+
+class LinearToy(_ToyFusion):
+    """logit_c = sum over float features w_c * x + sum over tokens embedding(token) . v_c.
+
+    Linear in the raw float inputs and in the token embeddings (padding embeds to 0),
+    so Integrated Gradients are exactly (x - baseline) * weight, per token
+    (embedding(t) - embedding(baseline t)) . v_c.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__(tiny_modalities())
+        g = torch.Generator().manual_seed(seed)
+        classes = len(self.config.class_names)
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.randn(classes, *m.shape, generator=g))
+            for m in self.config.modalities
+            if m.kind != "text"
+        )
+        self.token_weight = torch.nn.Parameter(torch.randn(classes, 4, generator=g))
+        self.fit_statistics(tiny_inputs(32, seed=99))
+
+    def logits(self, inputs):
+        weights = iter(self.weights)
+        total = 0
+        for m, encoder, x in zip(self.config.modalities, self.encoders, inputs):
+            if m.kind == "text":
+                total = total + encoder.embedding(x.long()).sum(dim=1) @ self.token_weight.T
+            else:
+                w = next(weights)
+                total = total + x.flatten(1) @ w.flatten(1).T
+        return total
+
+
+def _vector_modalities(*names_and_sizes):
+    return tuple(Modality(name, "vector", (size,)) for name, size in names_and_sizes)
+
+
+class SymmetricToy(_ToyFusion):
+    """Modalities ``left`` and ``right`` are interchangeable (the function is symmetric in them),
+    with a nonlinear interaction; ``extra`` adds a third player."""
+
+    def __init__(self):
+        super().__init__(_vector_modalities(("left", 3), ("right", 3), ("extra", 2)), ("no", "yes"))
+        g = torch.Generator().manual_seed(1)
+        self.direction = torch.randn(3, generator=g)
+        self.extra_weight = torch.randn(2, generator=g)
+        statistics = torch.randn(32, 3, generator=g)
+        self.fit_statistics((statistics, statistics.clone(), torch.randn(32, 2, generator=g)))
+
+    def logits(self, inputs):
+        left, right, extra = (x.float() for x in inputs)
+        u, v = left @ self.direction, right @ self.direction
+        yes = 2 * torch.tanh(u + v) + u * v + extra @ self.extra_weight
+        return torch.stack([torch.zeros_like(yes), yes], dim=1)
+
+
+class AdditiveToy(_ToyFusion):
+    """p(yes) = 0.5 + sum_i 0.4/M tanh(w_i . x_i): the coalition value is additive in the modalities,
+    so each Shapley value equals the drop when that modality alone is ablated."""
+
+    def __init__(self):
+        super().__init__(_vector_modalities(("a", 2), ("b", 3), ("c", 4)), ("no", "yes"))
+        g = torch.Generator().manual_seed(2)
+        self.directions = [torch.randn(m.shape[0], generator=g) for m in self.config.modalities]
+        self.fit_statistics(tuple(torch.randn(32, m.shape[0], generator=g) for m in self.config.modalities))
+
+    def logits(self, inputs):
+        share = 0.4 / len(inputs)
+        p = 0.5 + sum(share * torch.tanh(x.double() @ w.double()) for x, w in zip(inputs, self.directions))
+        return torch.log(torch.stack([1 - p, p], dim=1))
+
+
+@pytest.fixture
+def linear_toy():
+    return LinearToy().eval()
+
+
+@pytest.fixture
+def symmetric_toy():
+    return SymmetricToy().eval()
+
+
+@pytest.fixture
+def additive_toy():
+    return AdditiveToy().eval()

@@ -2,28 +2,32 @@
 
 Each case is one machined flange from a production line, with three modalities:
 
-    photo    image (1, 64, 64)     grayscale photo of the part, float32 k/255 in [0, 1]
+    photo    image (1, 64, 64)     close-up of the sealing face, grayscale, float32 k/255 in [0, 1]
     sensors  timeseries (3, 128)   vibration (g), temperature (deg C), motor current (A)
     note     text (24,)            the inspector's note, as token ids
 
 and one of six classes: ok, scratch, crack, overheating, bearing_wear, misalignment.
 
 The evidence is laid out so that no modality alone suffices and all three together
-do (the table and the measured accuracies are in ``sample_data/inspection/README.md``):
+do (the argument and the measured accuracies are in ``sample_data/inspection/README.md``):
 
-    class          photo                          sensors                         note (85% honest)
-    ok             clean part                     normal                          "looks fine"
-    scratch        thin line, bright 75% / dark   normal                          scratch words 50%, "mark" 25%
-    crack          branched 85% / thin dark line  faint 3x vibration in 30%       crack words 50%, "mark" 25%
-    overheating    clean part                     temperature ramp (+ current)    heat words 50%, "runs rough" 25%
-    bearing_wear   clean part                     impacts, high-frequency         bearing words 50%, "runs rough" 25%
-    misalignment   wear band 70% / clean          1x vibration + current ripple   alignment words 50%, "runs rough" 25%
+    class          photo                           sensors                         note (share of all notes)
+    ok             clean face                      normal                          "looks fine" 85%
+    scratch        straight line, bright 80%       normal                          scratch words 50%, "a mark" 25%
+                   or dark 20%
+    crack          branched dark line 88%,         faint 3x vibration in 30%       crack words 50%, "a mark" 25%
+                   straight dark line 12%
+    overheating    clean face                      temperature ramp (+ current)    heat words 50%, "runs rough" 25%
+    bearing_wear   clean face                      high-frequency impacts          bearing words 50%, "runs rough" 25%
+    misalignment   polished band 70%, else clean   1x vibration + current ripple   alignment words 50%, "runs rough" 25%
 
-The ambiguous pairs are ambiguous by construction, not by noise: a dark scratch
-and a hairline crack are drawn by the same code from the same distribution, so no
-classifier can separate them from the photo, and a model that scores well must have
-combined modalities. Photos are quantised to k/255 so that an 8-bit PNG round trip
-is exact, and sensor values to the 0.001 resolution of the logger.
+Every note is about another class 15% of the time (a false alarm or a miss); the
+rest of a fault's notes are vague ("checked, looks fine"). The ambiguous pairs are
+ambiguous by construction, not by noise: a dark scratch and a straight hairline
+crack are drawn by the same code from the same distribution, so no classifier can
+separate them from the photo, and a model that scores well must combine modalities.
+Photos are quantised to k/255 so that an 8-bit PNG round trip is exact, and sensor
+values to the 0.001 resolution of the logger.
 
 Every case comes from its own random stream, seeded by ``(seed, split, index)``,
 so one case can be regenerated alone (``inspection_case``) and a split does not
@@ -41,6 +45,7 @@ import torch
 from ..modality import Modality
 from ..text import build_vocabulary, tokenize
 from .base import MultimodalDataset
+from .readers import pixels_to_tensor
 
 DATASET_NAME = "inspection"
 CLASS_NAMES = ("ok", "scratch", "crack", "overheating", "bearing_wear", "misalignment")
@@ -72,8 +77,8 @@ class EvidenceRates:
             The rest of a fault's notes are vague ("checked, looks fine").
     """
 
-    dark_scratch: float = 0.25
-    hairline_crack: float = 0.15
+    dark_scratch: float = 0.2
+    hairline_crack: float = 0.12
     visible_wear_band: float = 0.7
     crack_breathing: float = 0.3
     wrong_note: float = 0.15
@@ -129,7 +134,7 @@ _ROWS, _COLS = np.mgrid[0:PHOTO_SIZE, 0:PHOTO_SIZE].astype(np.float64)
 
 
 def _segment_profile(start: np.ndarray, end: np.ndarray, half_width: float) -> np.ndarray:
-    """Anti-aliased coverage ``(64, 64)`` in [0, 1] of a line segment (x, y) -> (x, y)."""
+    """Anti-aliased coverage ``(64, 64)`` in [0, 1] of a line segment between two (x, y) points."""
     direction = end - start
     length2 = max(float(direction @ direction), 1e-9)
     along = ((_COLS - start[0]) * direction[0] + (_ROWS - start[1]) * direction[1]) / length2
@@ -139,107 +144,90 @@ def _segment_profile(start: np.ndarray, end: np.ndarray, half_width: float) -> n
     return np.clip(half_width + 0.5 - np.hypot(dx, dy), 0.0, 1.0)
 
 
-def _straight_line(rng: np.random.Generator, centre: np.ndarray, inner: float, outer: float) -> np.ndarray:
-    """A straight thin line somewhere on the face: a scratch, or a hairline crack.
+def _unit(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle), np.sin(angle)])
+
+
+def _straight_line(rng: np.random.Generator) -> np.ndarray:
+    """A straight line across the face: a scratch, or a hairline crack.
 
     Both classes call this same function with the same draws, which is what makes a
     dark scratch and a hairline crack indistinguishable in the photo.
     """
-    radius = rng.uniform(inner + 4.0, outer - 4.0)
-    angle = rng.uniform(0.0, 2 * np.pi)
-    middle = centre + radius * np.array([np.cos(angle), np.sin(angle)])
-    heading = rng.uniform(0.0, np.pi)
-    half_length = rng.uniform(7.0, 11.0)
-    offset = half_length * np.array([np.cos(heading), np.sin(heading)])
-    return _segment_profile(middle - offset, middle + offset, half_width=1.0)
+    middle = rng.uniform(20.0, 44.0, size=2)
+    offset = rng.uniform(15.0, 23.0) * _unit(rng.uniform(0.0, np.pi))
+    return _segment_profile(middle - offset, middle + offset, half_width=1.1)
 
 
-def _branched_crack(rng: np.random.Generator, centre: np.ndarray, inner: float) -> np.ndarray:
-    """A jagged crack growing out from the bore edge (the stress concentration), with a branch."""
-    angle = rng.uniform(0.0, 2 * np.pi)
-    point = centre + (inner + 0.5) * np.array([np.cos(angle), np.sin(angle)])
-    heading = angle
+def _branched_crack(rng: np.random.Generator) -> np.ndarray:
+    """A jagged crack, changing direction at every grain it meets, with one branch."""
+    heading = rng.uniform(0.0, 2 * np.pi)
+    point = rng.uniform(22.0, 42.0, size=2) - 18.0 * _unit(heading)
     vertices = [point]
-    for _ in range(rng.integers(5, 8)):
-        heading += rng.uniform(-0.7, 0.7)
-        point = point + rng.uniform(2.5, 4.0) * np.array([np.cos(heading), np.sin(heading)])
+    for _ in range(rng.integers(8, 12)):
+        heading += rng.uniform(-0.6, 0.6)
+        point = point + rng.uniform(3.5, 5.0) * _unit(heading)
         vertices.append(point)
     coverage = np.zeros((PHOTO_SIZE, PHOTO_SIZE))
     for a, b in zip(vertices[:-1], vertices[1:]):
-        coverage = np.maximum(coverage, _segment_profile(a, b, half_width=1.0))
-    fork = vertices[int(rng.integers(1, len(vertices) - 1))]
-    branch_heading = heading + rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.1)
-    for _ in range(2):
-        tip = fork + rng.uniform(2.0, 3.5) * np.array([np.cos(branch_heading), np.sin(branch_heading)])
+        coverage = np.maximum(coverage, _segment_profile(a, b, half_width=1.1))
+    fork = vertices[int(rng.integers(2, len(vertices) - 2))]
+    heading += rng.choice([-1.0, 1.0]) * rng.uniform(0.7, 1.2)
+    for _ in range(3):
+        tip = fork + rng.uniform(3.0, 4.5) * _unit(heading)
         coverage = np.maximum(coverage, _segment_profile(fork, tip, half_width=0.9))
-        fork, branch_heading = tip, branch_heading + rng.uniform(-0.5, 0.5)
+        fork, heading = tip, heading + rng.uniform(-0.5, 0.5)
     return coverage
 
 
-def _wear_band(rng: np.random.Generator, radius: np.ndarray, theta: np.ndarray, inner: float) -> np.ndarray:
-    """A polished crescent next to the bore on one side: contact from a shaft running off-axis."""
-    width = rng.uniform(3.0, 5.0)
-    centre_angle = rng.uniform(-np.pi, np.pi)
-    half_span = rng.uniform(np.radians(50), np.radians(80))
-    gap = np.abs(np.angle(np.exp(1j * (theta - centre_angle))))
-    radial = np.clip(np.minimum(radius - inner - 0.5, inner + 0.5 + width - radius), 0.0, 1.0)
-    angular = np.clip((half_span - gap) / 0.3, 0.0, 1.0)
-    return radial * angular
-
-
 def _render_photo(rng: np.random.Generator, label: str) -> tuple[np.ndarray, str]:
-    """Photo ``(64, 64)`` uint8 of a flange, and what it shows."""
-    # Nuisance first, drawn the same way for every class.
-    centre = (PHOTO_SIZE - 1) / 2 + rng.uniform(-2.0, 2.0, size=2)
-    outer = rng.uniform(22.0, 25.0)
-    inner = rng.uniform(7.0, 9.0)
-    rotation = rng.uniform(0.0, 2 * np.pi)
-    background = rng.uniform(0.12, 0.25)
-    surface = rng.uniform(0.5, 0.62)
-    bore_depth = rng.uniform(0.04, 0.1)
-    ring_amplitude = rng.uniform(0.01, 0.025)
-    ring_period = rng.uniform(2.2, 3.2)
+    """Close-up photo ``(64, 64)`` uint8 of a flange's sealing face, and what it shows.
+
+    The turning marks are arcs around the part's axis, which lies outside the frame;
+    where the axis lies (part rotation and position), the light and the exposure
+    vary from photo to photo, the same way for every class.
+    """
+    axis_angle = rng.uniform(0.0, 2 * np.pi)
+    axis = (PHOTO_SIZE - 1) / 2 + rng.uniform(60.0, 110.0) * _unit(axis_angle)
+    radius = np.hypot(_COLS - axis[0], _ROWS - axis[1])
+    surface = rng.uniform(0.45, 0.6)
+    ring_amplitude = rng.uniform(0.02, 0.04)
+    ring_period = rng.uniform(2.5, 4.0)
     ring_phase = rng.uniform(0.0, 2 * np.pi)
     light_angle = rng.uniform(0.0, 2 * np.pi)
-    light_slope = rng.uniform(0.0, 0.2)
+    light_slope = rng.uniform(0.0, 0.25)
+    vignetting = rng.uniform(0.0, 0.15)
     exposure = rng.uniform(0.9, 1.1)
     noise_level = rng.uniform(0.01, 0.03)
 
-    dx, dy = _COLS - centre[0], _ROWS - centre[1]
-    radius, theta = np.hypot(dx, dy), np.arctan2(dy, dx)
-    part = np.clip(outer + 0.5 - radius, 0.0, 1.0)
-    bore = np.clip(inner + 0.5 - radius, 0.0, 1.0)
-    face = surface + ring_amplitude * np.sin(2 * np.pi * radius / ring_period + ring_phase)  # turning marks
-    holes = np.zeros_like(radius)
-    bolt_circle = (inner + outer) / 2 + 1.0
-    for k in range(4):
-        angle = rotation + k * np.pi / 2
-        hx, hy = centre + bolt_circle * np.array([np.cos(angle), np.sin(angle)])
-        holes = np.maximum(holes, np.clip(2.3 - np.hypot(_COLS - hx, _ROWS - hy), 0.0, 1.0))
-    hollow = np.maximum(bore, holes)
-
-    # The defect, drawn on the face only.
+    polish = np.zeros_like(radius)
     shows = "clean"
+    if label == "misalignment" and rng.random() < RATES.visible_wear_band:
+        # A shaft running off-axis rubs one ring of the face bright and smooth.
+        centre_radius = np.hypot(*((PHOTO_SIZE - 1) / 2 - axis)) + rng.uniform(-14.0, 14.0)
+        half_width = rng.uniform(4.0, 7.0)
+        polish = np.clip(half_width + 0.5 - np.abs(radius - centre_radius), 0.0, 1.0)
+        shows = "wear band"
+    face = surface + ring_amplitude * (1 - polish) * np.sin(2 * np.pi * radius / ring_period + ring_phase)
+    face = face + rng.uniform(0.15, 0.25) * polish if shows == "wear band" else face
+
     if label == "scratch":
         dark = rng.random() < RATES.dark_scratch
-        line = _straight_line(rng, centre, inner, outer)
-        contrast = rng.uniform(0.35, 0.5)
-        face = face + (-contrast if dark else contrast) * line
+        contrast = rng.uniform(0.3, 0.45)
+        face = face + (-contrast if dark else contrast) * _straight_line(rng)
         shows = "dark line" if dark else "bright line"
     elif label == "crack":
         if rng.random() < RATES.hairline_crack:
-            face = face - rng.uniform(0.35, 0.5) * _straight_line(rng, centre, inner, outer)
+            face = face - rng.uniform(0.3, 0.45) * _straight_line(rng)
             shows = "dark line"
         else:
-            face = face - rng.uniform(0.35, 0.5) * _branched_crack(rng, centre, inner)
+            face = face - rng.uniform(0.3, 0.45) * _branched_crack(rng)
             shows = "branched crack"
-    elif label == "misalignment" and rng.random() < RATES.visible_wear_band:
-        face = face + rng.uniform(0.18, 0.26) * _wear_band(rng, radius, theta, inner)
-        shows = "wear band"
 
-    image = background * (1 - part) + part * ((1 - hollow) * face + hollow * bore_depth)
-    lighting = 1 + light_slope * (dx * np.cos(light_angle) + dy * np.sin(light_angle)) / PHOTO_SIZE * 2
-    image = exposure * lighting * image + rng.normal(0.0, noise_level, size=image.shape)
+    dx, dy = _COLS - (PHOTO_SIZE - 1) / 2, _ROWS - (PHOTO_SIZE - 1) / 2
+    lighting = 1 + light_slope * (dx * np.cos(light_angle) + dy * np.sin(light_angle)) / (PHOTO_SIZE / 2)
+    lighting *= 1 - vignetting * (dx**2 + dy**2) / (2 * (PHOTO_SIZE / 2) ** 2)
+    image = exposure * lighting * face + rng.normal(0.0, noise_level, size=face.shape)
     for _ in range(rng.integers(0, 4)):  # dust specks, on any part
         row, col = rng.integers(0, PHOTO_SIZE, size=2)
         image[row, col] += rng.choice([-1.0, 1.0]) * rng.uniform(0.08, 0.18)
@@ -348,10 +336,26 @@ _SPECIFIC = {
         "misaligned drive, shaft wobbles {when}",
     ),
 }
-_SURFACE = ("mark {where}", "line visible {where}", "something on the surface {where}", "blemish {where}, needs a closer look")
-_MACHINE = ("unit not running right", "drive sounds off {when}", "machine running rough", "something off with the drive {when}")
+_SURFACE = (
+    "mark {where}",
+    "line visible {where}",
+    "something on the surface {where}",
+    "blemish {where}, needs a closer look",
+)
+_MACHINE = (
+    "unit not running right",
+    "drive sounds off {when}",
+    "machine running rough",
+    "something off with the drive {when}",
+)
 # Each ambiguous phrase is shared by a group of classes: the note alone cannot tell them apart.
-_GROUP = {"scratch": _SURFACE, "crack": _SURFACE, "overheating": _MACHINE, "bearing_wear": _MACHINE, "misalignment": _MACHINE}
+_GROUP = {
+    "scratch": _SURFACE,
+    "crack": _SURFACE,
+    "overheating": _MACHINE,
+    "bearing_wear": _MACHINE,
+    "misalignment": _MACHINE,
+}
 _VAGUE = (
     "checked, looks fine",
     "no issues found",
@@ -367,8 +371,8 @@ _OPENERS = ("", "", "", "Inspection note:", "Visual check:", "Line B:", "Night s
 _CLOSERS = ("", "", "", "Logged.", "Will recheck.", "Photo taken.", "Sensors attached.")
 
 
-def _write_note(rng: np.random.Generator, label: str) -> tuple[str, CaseEvidence]:
-    """The inspector's note and, partly, what it shows (photo and sensor fields left blank)."""
+def _write_note(rng: np.random.Generator, label: str) -> tuple[str, str, str]:
+    """The inspector's note, its kind (specific, group, vague or wrong) and the class it is about."""
     about = label
     if rng.random() < RATES.wrong_note:
         kind = "wrong"
@@ -387,9 +391,10 @@ def _write_note(rng: np.random.Generator, label: str) -> tuple[str, CaseEvidence
     body = str(rng.choice(templates)).format(
         where=rng.choice(_WHERE), when=rng.choice(_WHEN), size=rng.choice(_SIZE)
     )
-    body = body[0].upper() + body[1:] + ("." if rng.random() < 0.6 else "")
-    note = " ".join(part for part in (str(rng.choice(_OPENERS)), body, str(rng.choice(_CLOSERS))) if part)
-    return note, CaseEvidence(photo="", sensors="", note=kind, note_about=about)
+    full_stop = rng.random() < 0.6
+    opener, closer = str(rng.choice(_OPENERS)), str(rng.choice(_CLOSERS))
+    body = body[0].upper() + body[1:] + ("." if full_stop or closer else "")
+    return " ".join(part for part in (opener, body, closer) if part), kind, about
 
 
 # ----------------------------------------------------------------------------- cases and splits
@@ -424,14 +429,14 @@ def inspection_case(split: str, index: int, seed: int = 0) -> InspectionCase:
     photo_rng, sensor_rng, note_rng = _streams(split, index, seed)
     photo, photo_shows = _render_photo(photo_rng, label)
     sensors, sensors_show = _render_sensors(sensor_rng, label)
-    note, note_evidence = _write_note(note_rng, label)
+    note, note_kind, note_about = _write_note(note_rng, label)
     return InspectionCase(
         case_id=case_id(split, index),
         label=index % len(CLASS_NAMES),
         photo=photo,
         sensors=sensors,
         note=note,
-        evidence=CaseEvidence(photo_shows, sensors_show, note_evidence.note, note_evidence.note_about),
+        evidence=CaseEvidence(photo_shows, sensors_show, note_kind, note_about),
     )
 
 
@@ -439,7 +444,10 @@ def inspection_case(split: str, index: int, seed: int = 0) -> InspectionCase:
 def inspection_vocabulary() -> tuple[str, ...]:
     """Note vocabulary, built from the default training split at ``VOCABULARY_SEED``."""
     n_cases = CASES_PER_CLASS["train"] * len(CLASS_NAMES)
-    notes = (_write_note(_streams("train", i, VOCABULARY_SEED)[2], CLASS_NAMES[i % len(CLASS_NAMES)])[0] for i in range(n_cases))
+    notes = (
+        _write_note(_streams("train", i, VOCABULARY_SEED)[2], CLASS_NAMES[i % len(CLASS_NAMES)])[0]
+        for i in range(n_cases)
+    )
     return build_vocabulary(notes)
 
 
@@ -450,11 +458,6 @@ def inspection_modalities() -> tuple[Modality, ...]:
         Modality("sensors", "timeseries", (len(SENSOR_CHANNELS), SENSOR_STEPS), feature_names=SENSOR_CHANNELS),
         Modality("note", "text", (NOTE_MAX_TOKENS,), vocabulary=inspection_vocabulary()),
     )
-
-
-def photo_pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 pixels ``(..., h, w)`` -> float32 in [0, 1]; the one conversion, shared with the PNG reader."""
-    return torch.from_numpy(np.asarray(pixels, dtype=np.float32) / np.float32(255.0))
 
 
 def inspection_cases(split: str, n_per_class: int | None = None, seed: int = 0) -> list[InspectionCase]:
@@ -489,7 +492,7 @@ def generate_inspection(split: str, n_per_class: int | None = None, seed: int = 
         modalities=modalities,
         class_names=CLASS_NAMES,
         inputs=(
-            photo_pixels_to_tensor(np.stack([case.photo for case in cases]))[:, None],
+            pixels_to_tensor(np.stack([case.photo for case in cases]))[:, None],
             torch.from_numpy(np.stack([case.sensors for case in cases])),
             torch.tensor([tokenize(note, vocabulary, NOTE_MAX_TOKENS) for note in notes], dtype=torch.int64),
         ),
