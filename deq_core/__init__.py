@@ -3,8 +3,12 @@
 Public API; the modules behind it are internal.
 """
 
+__version__ = "0.1.0"  # first: submodules import it (cache keys, reports)
+
+from .attribution import BASELINES, Attribution, integrated_gradients, top_features
 from .checkpoint import ModelLoadError, load_config, load_model, model_checksum, resolve_device, save_model
 from .config import ARCHITECTURES, ModelConfig, SolverSettings
+from .corrupt import CorruptionSet, CorruptionSpec, apply as apply_corruptions, available_corruptions, corrupt
 from .encoders import ENCODERS, EncoderSettings
 from .implicit import (
     BackwardSettings,
@@ -14,12 +18,18 @@ from .implicit import (
     jacobian_frobenius_estimate,
     spectral_radius,
 )
+from .explain import Explanation, explain_case
 from .modality import KINDS, Modality
 from .model import MODELS, DEQFusion, EarlyFusion, FusionModel, FusionOutput, LateFusion, WeightTiedFusion, build_model
+from .robustness import RobustnessReport, robustness_sweep
+from .shapley import ModalityShapley, modality_shapley
 from .solvers import METHODS, SolveResult, solve
 from .trajectory import Trajectory, trace
 
 __all__ = [
+    "Attribution", "BASELINES", "CorruptionSet", "CorruptionSpec", "Explanation", "ModalityShapley",
+    "RobustnessReport", "apply_corruptions", "available_corruptions", "corrupt", "explain_case",
+    "integrated_gradients", "modality_shapley", "robustness_sweep", "top_features",
     "ARCHITECTURES", "BackwardSettings", "DEQFusion", "ENCODERS", "EarlyFusion", "EncoderSettings",
     "FusionModel", "FusionOutput", "KINDS", "LateFusion", "METHODS", "MODELS", "Modality", "ModelConfig",
     "ModelLoadError", "SolveResult", "SolverSettings", "Trajectory", "WeightTiedFusion",
@@ -27,4 +37,3 @@ __all__ = [
     "jacobian_frobenius_estimate", "load_config", "load_model", "model_checksum", "resolve_device",
     "save_model", "solve", "spectral_radius", "trace",
 ]
-__version__ = "0.1.0"

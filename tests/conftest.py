@@ -170,3 +170,12 @@ def symmetric_toy():
 @pytest.fixture
 def additive_toy():
     return AdditiveToy().eval()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models gain nothing from threads; on a shared CPU, two threads per test run several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
