@@ -1,0 +1,319 @@
+"""Pure transformations of deq_core results into tables and small arrays the plots draw.
+
+No Streamlit, no torch import: tensors arrive inside deq_core's dataclasses and
+leave as numpy arrays or pandas frames (``np.asarray`` on a CPU tensor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# --------------------------------------------------------------------------- evaluation and cost
+
+
+def evaluation_table(evaluations: Mapping[str, object]) -> pd.DataFrame:
+    """One row per model from ``deq_core.evaluate.Evaluation`` objects, in the mapping's order."""
+    rows = []
+    for name, e in evaluations.items():
+        rows.append(
+            {
+                "model": name,
+                "architecture": e.architecture,
+                "accuracy": e.accuracy,
+                "macro_f1": e.macro_f1,
+                "false_alarm_rate": e.false_alarm_rate,
+                "miss_rate": e.miss_rate,
+                "latency_ms": e.latency_ms_median,
+                "iterations_mean": e.iterations_mean,
+                "iterations_p95": e.iterations_p95,
+                "converged_fraction": e.converged_fraction,
+                "cases": e.n,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    """The business figures the cost calculator asks for.
+
+    Attributes:
+        cases_per_month: parts inspected per month.
+        false_alarm_cost: cost of flagging a good part (re-inspection, scrap).
+        miss_cost: cost of passing a faulty part (warranty, recall).
+        wrong_fault_cost: cost of naming the wrong fault on a faulty part (wasted repair time).
+    """
+
+    cases_per_month: float
+    false_alarm_cost: float
+    miss_cost: float
+    wrong_fault_cost: float = 0.0
+
+
+def error_counts(confusion: Sequence[Sequence[int]], classes: Sequence[str], normal: str | None) -> dict[str, float]:
+    """Per-case rates of each kind of error from a confusion matrix (rows true, columns predicted).
+
+    With a normal class: a false alarm is a normal case called faulty, a miss a faulty
+    case called normal, a wrong fault a faulty case given another fault. Without one
+    every error counts as a wrong answer (``wrong_fault``).
+    """
+    matrix = np.asarray(confusion, dtype=float)
+    n = matrix.sum()
+    if n == 0:
+        return {"false_alarm": 0.0, "miss": 0.0, "wrong_fault": 0.0}
+    if normal is None:
+        return {"false_alarm": 0.0, "miss": 0.0, "wrong_fault": float((n - np.trace(matrix)) / n)}
+    k = list(classes).index(normal)
+    false_alarm = matrix[k].sum() - matrix[k, k]
+    miss = matrix[:, k].sum() - matrix[k, k]
+    wrong_fault = (n - np.trace(matrix)) - false_alarm - miss
+    return {"false_alarm": false_alarm / n, "miss": miss / n, "wrong_fault": wrong_fault / n}
+
+
+def monthly_cost_table(evaluations: Mapping[str, object], costs: CostInputs, normal: str | None) -> pd.DataFrame:
+    """Expected errors and cost per month for each model, from its test confusion matrix."""
+    rows = []
+    for name, e in evaluations.items():
+        rates = error_counts(e.confusion_matrix, e.classes, normal)
+        false_alarms = rates["false_alarm"] * costs.cases_per_month
+        misses = rates["miss"] * costs.cases_per_month
+        wrong = rates["wrong_fault"] * costs.cases_per_month
+        rows.append(
+            {
+                "model": name,
+                "architecture": e.architecture,
+                "false_alarms_per_month": false_alarms,
+                "misses_per_month": misses,
+                "wrong_faults_per_month": wrong,
+                "false_alarm_cost": false_alarms * costs.false_alarm_cost,
+                "miss_cost": misses * costs.miss_cost,
+                "wrong_fault_cost": wrong * costs.wrong_fault_cost,
+            }
+        )
+        rows[-1]["monthly_cost"] = rows[-1]["false_alarm_cost"] + rows[-1]["miss_cost"] + rows[-1]["wrong_fault_cost"]
+    return pd.DataFrame(rows)
+
+
+def saving_over(table: pd.DataFrame, model: str, baseline: str) -> float:
+    """Monthly cost of ``baseline`` minus that of ``model`` (positive: ``model`` saves money)."""
+    cost = table.set_index("model")["monthly_cost"]
+    return float(cost[baseline] - cost[model])
+
+
+# --------------------------------------------------------------------------- robustness
+
+GRADES = (  # (lowest retained accuracy, grade, plain words)
+    (0.9, "A", "barely affected"),
+    (0.75, "B", "mildly affected"),
+    (0.6, "C", "clearly affected"),
+    (0.0, "D", "strongly affected"),
+)
+
+
+def grade(retained_accuracy: float) -> tuple[str, str]:
+    """Letter and plain words for the share of clean accuracy kept under corruption."""
+    for lowest, letter, words in GRADES:
+        if retained_accuracy >= lowest:
+            return letter, words
+    return GRADES[-1][1], GRADES[-1][2]
+
+
+def robustness_grades(summary: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One plain grade per modality of ``model`` from a ``RobustnessReport.summary`` frame."""
+    rows = []
+    for row in summary[summary["model"] == model].itertuples(index=False):
+        letter, words = grade(row.retained_accuracy)
+        rows.append(
+            {
+                "modality": row.modality,
+                "grade": letter,
+                "verdict": words,
+                "clean_accuracy": row.clean_accuracy,
+                "worst_accuracy": row.worst_accuracy,
+                "retained_accuracy": row.retained_accuracy,
+                "sentence": (
+                    f"When the {row.modality} input is degraded, the model keeps {row.retained_accuracy:.0%} of its "
+                    f"accuracy on average ({words}); at worst it falls to {row.worst_accuracy:.0%}."
+                ),
+            }
+        )
+    return pd.DataFrame(rows, columns=["modality", "grade", "verdict", "clean_accuracy", "worst_accuracy",
+                                       "retained_accuracy", "sentence"])  # fmt: skip
+
+
+def dose_response(rows: pd.DataFrame, corruption: str | None = None) -> pd.DataFrame:
+    """Accuracy per model x modality x severity; averaged over corruptions unless one is named."""
+    data = rows if corruption is None else rows[rows["corruption"] == corruption]
+    return (
+        data.groupby(["model", "modality", "severity"], sort=False)[["accuracy", "iterations_mean", "equilibrium_shift"]]
+        .mean()
+        .reset_index()
+    )
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def case_table(predictions, class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per case of ``deq_core.evaluate.Predictions``."""
+    frame = pd.DataFrame(
+        {
+            "case": list(predictions.ids),
+            "label": [class_names[i] for i in predictions.labels],
+            "predicted": [class_names[i] for i in predictions.predicted],
+            "correct": predictions.correct,
+            "confidence": predictions.confidence,
+        }
+    )
+    if predictions.iterations is not None:
+        frame["iterations"] = predictions.iterations
+        frame["relative_residual"] = predictions.relative_residual
+        frame["status"] = list(predictions.status)
+    return frame
+
+
+def filter_cases(
+    table: pd.DataFrame,
+    classes: Sequence[str] = (),
+    correctness: str = "all",
+    low_confidence_below: float | None = None,
+    slow_from_iterations: float | None = None,
+) -> pd.DataFrame:
+    """Cases matching every filter: true class in ``classes`` (empty: any), ``correctness``
+    ``"all"``, ``"correct"`` or ``"wrong"``, confidence below a bound, iterations at least a bound."""
+    keep = np.ones(len(table), dtype=bool)
+    if classes:
+        keep &= table["label"].isin(list(classes)).to_numpy()
+    if correctness == "correct":
+        keep &= table["correct"].to_numpy()
+    elif correctness == "wrong":
+        keep &= ~table["correct"].to_numpy()
+    if low_confidence_below is not None:
+        keep &= (table["confidence"] < low_confidence_below).to_numpy()
+    if slow_from_iterations is not None and "iterations" in table:
+        keep &= (table["iterations"] >= slow_from_iterations).to_numpy()
+    return table[keep]
+
+
+def case_label(row) -> str:
+    """How a case reads in a menu: id, truth, decision and confidence."""
+    mark = "✓" if row["correct"] else "✗"
+    return f"{row['case']} · {row['label']} → {row['predicted']} {mark} ({row['confidence']:.0%})"
+
+
+# --------------------------------------------------------------------------- trajectories
+
+
+def residual_frame(trajectory, name: str = "") -> pd.DataFrame:
+    """Residuals per iteration of a ``Trajectory``."""
+    absolute = np.asarray(trajectory.absolute_residuals, dtype=float)
+    relative = np.asarray(trajectory.relative_residuals, dtype=float)
+    return pd.DataFrame(
+        {"iteration": np.arange(len(absolute)), "absolute": absolute, "relative": relative, "run": name}
+    )
+
+
+def probability_frame(trajectory) -> pd.DataFrame:
+    """Long frame: iteration, class, probability."""
+    probabilities = np.asarray(trajectory.probabilities, dtype=float)
+    steps, classes = probabilities.shape
+    return pd.DataFrame(
+        {
+            "iteration": np.repeat(np.arange(steps), classes),
+            "class": np.tile(np.asarray(trajectory.class_names, dtype=object), steps),
+            "probability": probabilities.reshape(-1),
+        }
+    )
+
+
+def modality_dynamics(trajectory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per iteration, (state change of each modality and the fused state, gate share of each modality)."""
+    change = np.asarray(trajectory.state_change(), dtype=float)  # (T-1, N+1)
+    share = np.asarray(trajectory.gate_share(), dtype=float)  # (T, N)
+    parts = [*trajectory.modality_names, "fused"]
+    change_frame = pd.DataFrame(
+        {
+            "iteration": np.repeat(np.arange(1, change.shape[0] + 1), len(parts)),
+            "part": np.tile(np.asarray(parts, dtype=object), change.shape[0]),
+            "change": change.reshape(-1),
+        }
+    )
+    names = list(trajectory.modality_names)
+    share_frame = pd.DataFrame(
+        {
+            "iteration": np.repeat(np.arange(share.shape[0]), len(names)),
+            "modality": np.tile(np.asarray(names, dtype=object), share.shape[0]),
+            "share": share.reshape(-1),
+        }
+    )
+    return change_frame, share_frame
+
+
+@dataclass(frozen=True)
+class Path2D:
+    """The fused state's path projected on its own two main directions.
+
+    Attributes:
+        points: ``(T, 2)`` coordinates of z_fuse at each iteration.
+        explained: ``(2,)`` share of the path's variance along each axis.
+    """
+
+    points: np.ndarray
+    explained: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"iteration": np.arange(len(self.points)), "pc1": self.points[:, 0], "pc2": self.points[:, 1]})
+
+
+def principal_path(states: np.ndarray) -> Path2D:
+    """PCA of a trajectory ``(T, d)`` fitted on the trajectory itself.
+
+    Axes are signed so the last point has non-negative coordinates (a stable picture
+    from run to run); a path that never moves lies at the origin.
+    """
+    x = np.asarray(states, dtype=float)
+    if x.ndim != 2:
+        raise ValueError(f"expected a (T, d) trajectory, got shape {x.shape}")
+    centred = x - x.mean(axis=0, keepdims=True)
+    if len(x) < 2 or not np.any(centred):
+        return Path2D(points=np.zeros((len(x), 2)), explained=np.zeros(2))
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = np.zeros((2, x.shape[1]))
+    k = min(2, vt.shape[0])
+    axes[:k] = vt[:k]
+    points = centred @ axes.T
+    signs = np.where(points[-1] < 0, -1.0, 1.0)
+    variance = singular**2
+    explained = np.zeros(2)
+    explained[:k] = variance[:k] / variance.sum()
+    return Path2D(points=points * signs, explained=explained)
+
+
+def fused_states(trajectory) -> np.ndarray:
+    """``(T, d)`` fused state z_fuse at each iteration."""
+    return np.asarray(trajectory.states, dtype=float)[:, -1, :]
+
+
+def equilibrium_shift(reference, variant) -> float:
+    """||z*_variant - z*_reference|| / ||z*_reference|| of the states the two decisions came from."""
+    a = np.asarray(reference.states[reference.best_iteration], dtype=float)
+    b = np.asarray(variant.states[variant.best_iteration], dtype=float)
+    return float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-12))
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def sweep_frame(sweep) -> pd.DataFrame:
+    """``deq_core.tuning.ToleranceSweep`` as a table, loosest tolerance first."""
+    frame = pd.DataFrame(sweep.rows())
+    frame["recommended"] = frame["tolerance"] == sweep.recommended_tol
+    return frame
+
+
+def compute_frame(comparison) -> pd.DataFrame:
+    return pd.DataFrame(comparison.rows())

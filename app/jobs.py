@@ -1,0 +1,131 @@
+"""Long dataset-level work (evaluations, sweeps) run once per process, off the script thread.
+
+A Streamlit rerun stops the script thread at its next Streamlit call; work done in
+that thread is lost, and a cached function interrupted halfway caches nothing.
+Running it here instead means a page can show progress, a user can keep clicking,
+and every session sees the same result once it lands. One worker thread: the app
+shares a small CPU with people, and two sweeps at once finish no sooner.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Hashable
+import queue
+from dataclasses import dataclass, field
+from typing import Any
+
+Report = Callable[[float, str], None]
+
+
+@dataclass
+class Job:
+    """One unit of work and what is known about it so far."""
+
+    key: Hashable
+    title: str
+    fraction: float = 0.0
+    message: str = "waiting for the worker"
+    started: float | None = None
+    finished: float | None = None
+    value: Any = None
+    error: BaseException | None = None
+    error_text: str = ""
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def failed(self) -> bool:
+        return self.done and self.error is not None
+
+    @property
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.perf_counter()) - self.started
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self) -> Any:
+        """The value; raises the job's own error if it failed."""
+        if not self.done:
+            raise RuntimeError(f"job {self.title!r} has not finished")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Jobs:
+    """Registry of jobs by key: a key is computed once per process, then served from memory."""
+
+    def __init__(self, workers: int = 1):
+        self._lock = threading.Lock()
+        self._jobs: dict[Hashable, Job] = {}
+        self._queue: queue.Queue = queue.Queue()
+        # Daemon threads: stopping the app must not wait for a sweep to finish (a
+        # ThreadPoolExecutor's workers are joined at exit).
+        self._workers = [
+            threading.Thread(target=self._serve, name=f"deq-lens-job-{i}", daemon=True) for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._run(*item)
+
+    def get(self, key: Hashable) -> Job | None:
+        with self._lock:
+            return self._jobs.get(key)
+
+    def submit(self, key: Hashable, title: str, work: Callable[[Report], Any]) -> Job:
+        """The job for ``key``, started with ``work(report)`` unless it exists already.
+
+        A failed job is started again on the next submit, so a transient error
+        (a model folder written while it was read) does not stick.
+        """
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and not job.failed:
+                return job
+            job = Job(key=key, title=title)
+            self._jobs[key] = job
+        self._queue.put((job, work))
+        return job
+
+    @staticmethod
+    def _run(job: Job, work: Callable[[Report], Any]) -> None:
+        def report(fraction: float, message: str) -> None:
+            job.fraction = min(max(float(fraction), 0.0), 1.0)
+            job.message = message
+
+        job.started = time.perf_counter()
+        job.message = "started"
+        try:
+            job.value = work(report)
+            job.fraction, job.message = 1.0, "done"
+        except BaseException as error:  # reported on the page that waits for it
+            job.error = error
+            job.error_text = "".join(traceback.format_exception(error))
+        finally:
+            job.finished = time.perf_counter()
+            job._done.set()
+
+    def shutdown(self) -> None:
+        """Let the workers finish their current job and stop (queued jobs are dropped)."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._workers:
+            self._queue.put(None)

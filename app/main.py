@@ -1,0 +1,101 @@
+"""DEQ Fusion Lens: `streamlit run app/main.py` from the repository root.
+
+The entry point is the frame around every page: it picks the model in the
+sidebar, says where it runs, and routes to the six pages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# `streamlit run app/main.py` puts app/ on the path, not the repository root.
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from app import resources  # noqa: E402
+from deq_core import ModelLoadError  # noqa: E402
+
+st.set_page_config(page_title="DEQ Fusion Lens", page_icon=":material/all_inclusive:", layout="wide")
+
+if os.environ.get("DEQ_LENS_THREADS"):
+    torch.set_num_threads(int(os.environ["DEQ_LENS_THREADS"]))
+
+OTHER = "Another folder…"
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/inspect_decision.py", title="Inspect a decision", url_path="inspect", icon=":material/search:"),
+    st.Page("pages/lab.py", title="Modality lab", icon=":material/science:"),
+    st.Page("pages/tuning.py", title="Convergence tuning", icon=":material/tune:"),
+    st.Page("pages/robustness.py", title="Robustness", icon=":material/shield:"),
+    st.Page("pages/audit_log.py", title="Audit log", url_path="audit", icon=":material/history:"),
+]
+
+
+def choose_model() -> resources.ModelEntry | None:
+    """Sidebar: model under the models root (inspection DEQ by default) or any folder by path."""
+    root = resources.models_root()
+    entries = resources.list_models(root)
+    names = [e.name for e in entries]
+    default = resources.default_model(entries)
+    options = [*names, OTHER]
+    if st.session_state.get("model_choice") not in options:
+        st.session_state["model_choice"] = default.name if default else OTHER
+    choice = st.sidebar.selectbox(
+        "Model", options, key="model_choice",
+        help=f"Model folders found under {root} (set DEQ_LENS_MODELS to look elsewhere).",
+    )  # fmt: skip
+    if choice == OTHER:
+        path = st.sidebar.text_input("Model folder", key="model_path", placeholder="/path/to/inspection-deq",
+                                     help="A folder written by `python -m deq_core.train`.")  # fmt: skip
+        if not path:
+            if not entries:
+                st.sidebar.warning(f"No model folders under {root}.")
+            return None
+        try:
+            return resources.model_entry(path)
+        except (ModelLoadError, OSError, ValueError) as error:
+            st.sidebar.error(str(error))
+            return None
+    return entries[names.index(choice)]
+
+
+with st.sidebar:
+    st.markdown("### DEQ Fusion Lens")
+entry = choose_model()
+if entry is not None:
+    st.session_state["model_folder"] = entry.folder
+    with st.sidebar:
+        st.caption(
+            f"**{entry.name}** · {entry.architecture.replace('_', '-')} fusion · data: {Path(entry.dataset).name}  \n"
+            f"Runs on **{resources.device_name()}**  \n"
+            f"Checksum `{entry.short_checksum}`",
+            help=f"SHA-256 over the weights and config: {entry.checksum}. Reports cite it, so a result can be "
+            "traced to the exact model.",
+        )
+    try:
+        resources.handle(entry)
+    except (ModelLoadError, OSError, ValueError) as error:
+        st.error(f"The model in {entry.folder} cannot be used: {error}")
+        st.stop()
+else:
+    st.session_state.pop("model_folder", None)
+
+page = st.navigation(PAGES)
+if entry is None:
+    st.title("DEQ Fusion Lens")
+    st.warning(
+        f"No model to show. Train one, e.g. `python -m deq_core.train --dataset inspection --model deq "
+        f"--out {resources.models_root() / 'inspection-deq'}`, or give a model folder in the sidebar."
+    )
+    st.stop()
+page.run()
+# After the page, so the first paint never waits for it: queue the dataset-level work
+# a visitor of the other pages will want (jobs already queued or done are not repeated).
+resources.warm_up(entry)

@@ -1,0 +1,268 @@
+"""Inspect a decision (auditor): one case, its inputs, the equilibrium it settled in, why, and how far to trust it."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import frames, plots, resources
+from app.report_panel import report_panel
+from app.widgets import chart
+from deq_core.attribution import BASELINES, top_features
+from deq_core.audit import ReportSettings
+from deq_core.data.readers import READERS, InputError, text_to_tokens
+from deq_core.text import token_strings
+
+LOW_CONFIDENCE = 0.6  # below this the decision is called unsure
+SLOW_QUANTILE = 0.9  # "slow" = among the 10% of cases that needed most iterations
+
+entry = resources.require_model()
+resources.require_equilibrium(entry)
+model = resources.handle(entry).model
+config = model.config
+data = resources.test_data(entry)
+
+st.title("Inspect a decision")
+
+# --------------------------------------------------------------------------- choose a case
+source = st.radio("Case", ["A test case", "Upload a case"], horizontal=True, key="insp_source", label_visibility="collapsed")
+st.session_state["case_source"] = "upload" if source == "Upload a case" else "test"
+
+if source == "A test case":
+    evaluation = resources.wait_for(resources.evaluation_job(entry), f"Solving the {len(data)} test cases")
+    if evaluation is None:
+        st.stop()
+    table = frames.case_table(evaluation[1], config.class_names)
+    slow_from = float(np.quantile(table["iterations"], SLOW_QUANTILE)) if "iterations" in table else None
+    filters = st.columns([3, 2, 1.2, 1.2])
+    classes = filters[0].multiselect("True class", list(config.class_names), key="insp_classes", placeholder="any class")
+    correctness = filters[1].segmented_control("Decision", ["all", "correct", "wrong"], default="all", key="insp_correctness")
+    low = filters[2].toggle("Unsure", key="insp_low", help=f"Confidence below {LOW_CONFIDENCE:.0%}.")
+    slow = filters[3].toggle(
+        "Slow", key="insp_slow",
+        help=f"Among the 10% of cases that needed the most solver iterations (at least {slow_from:.0f}).",
+    )  # fmt: skip
+    chosen = frames.filter_cases(table, classes, correctness or "all", LOW_CONFIDENCE if low else None, slow_from if slow else None)
+    if chosen.empty:
+        st.warning("No test case matches these filters.")
+        st.stop()
+    labels = {row["case"]: frames.case_label(row) for _, row in chosen.iterrows()}
+    ids = list(labels)
+    if st.session_state.get("insp_case") not in ids:
+        st.session_state["insp_case"] = st.session_state.get("case_id") if st.session_state.get("case_id") in ids else ids[0]
+    case_id = st.selectbox(f"Case ({len(ids)} match)", ids, key="insp_case", format_func=labels.get)
+    st.session_state["case_id"] = case_id
+    case = resources.test_case(entry, case_id)
+else:
+    st.caption("One file per input, checked against what the model expects. Nothing is resized or guessed.")
+    per_line = 3 if len(config.modalities) > 4 else len(config.modalities)
+    columns = [c for start in range(0, len(config.modalities), per_line) for c in st.columns(per_line)]
+    read, problems, parts = [], [], []
+    for column, modality in zip(columns, config.modalities):
+        with column:
+            if modality.kind == "text":
+                text = st.text_area(f"{modality.name} (text)", key=f"upload_{modality.name}", height=120,
+                                    placeholder="e.g. Small scratch near the bore.")  # fmt: skip
+                if text.strip():
+                    try:
+                        read.append(text_to_tokens(text, modality)[None])
+                        parts.append(text)
+                    except InputError as error:
+                        problems.append(f"{modality.name}: {error}")
+                continue
+            accept = {"image": ["png", "jpg", "jpeg"], "timeseries": ["csv"], "vector": ["csv", "npy"]}[modality.kind]
+            shape = "×".join(map(str, modality.shape))
+            if modality.kind == "image":
+                hint = f"PNG, {modality.shape[2]}×{modality.shape[1]} pixels"
+            elif modality.kind == "timeseries":
+                hint = f"CSV, header {', '.join(modality.feature_names) or 'channel names'}, {modality.shape[1]} rows"
+            else:
+                hint = f"CSV with a header and one row, or .npy ({shape})"
+            upload = st.file_uploader(f"{modality.name} ({hint})", type=accept, key=f"upload_{modality.name}")
+            if upload is not None:
+                content = upload.getvalue()
+                try:
+                    read.append(READERS[modality.kind](content, modality)[None])
+                    parts.append(content)
+                except InputError as error:
+                    problems.append(f"{modality.name} ({upload.name}): {error}")
+    for problem in problems:
+        st.error(problem)
+    if problems or len(read) != len(config.modalities):
+        if not problems:
+            st.info("Give every input to see the model's decision.")
+        st.stop()
+    key = "upload-" + resources.digest(*parts)
+    texts = {m.name: t for m, t in zip(config.modalities, parts) if m.kind == "text"}
+    case = resources.Case(key=key, inputs=tuple(read), label=None, texts=texts)
+    st.session_state["uploaded_case"] = {"model": entry.checksum, "case": case}
+
+solved = resources.case_solve(entry.folder, entry.checksum, case.key, None, case.inputs)
+trajectory = solved.trajectory
+predicted = int(solved.probabilities.argmax())
+truth = config.class_names[case.label] if case.label is not None else None
+
+# --------------------------------------------------------------------------- the case as a person sees it
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.subheader("The inputs")
+    images = [(i, m) for i, m in enumerate(config.modalities) if m.kind == "image"]
+    series = [(i, m) for i, m in enumerate(config.modalities) if m.kind == "timeseries"]
+    texts = [(i, m) for i, m in enumerate(config.modalities) if m.kind == "text"]
+    vectors = [(i, m) for i, m in enumerate(config.modalities) if m.kind == "vector"]
+    if images or series:
+        cols = st.columns([2, 3]) if images and series else [st.container()]
+        for i, m in images:
+            with cols[0]:
+                chart(plots.picture(np.asarray(case.inputs[i][0]).mean(axis=0), m.name, height=260), f"insp_input_{m.name}")
+        for i, m in series:
+            with cols[-1]:
+                chart(plots.sensor_traces(np.asarray(case.inputs[i][0]), m.feature_names, height=260), f"insp_input_{m.name}")
+    for i, m in texts:
+        note = case.texts.get(m.name) or " ".join(token_strings(case.inputs[i][0].tolist(), m.vocabulary))
+        st.markdown(f"**{m.name}**")
+        st.markdown(f"> {note}")
+    if vectors:
+        tabs = st.tabs([m.name for _, m in vectors])
+        for tab, (i, m) in zip(tabs, vectors):
+            with tab:
+                chart(plots.vector_bars(np.asarray(case.inputs[i][0]), m.feature_names, height=200), f"insp_input_{m.name}")
+with right:
+    st.subheader("The decision")
+    confidence = float(solved.probabilities[predicted])
+    verdict = "" if truth is None else (" ✓ correct" if config.class_names[predicted] == truth else f" ✗ wrong (truth: {truth})")
+    st.markdown(f"#### {config.class_names[predicted]} · {confidence:.0%}{verdict}")
+    chart(plots.probabilities(config.class_names, solved.probabilities, truth, height=230), "insp_probabilities")
+    if trajectory.converged:
+        st.success(f"The equilibrium settled in {trajectory.iterations} iterations.", icon=":material/check_circle:")
+    else:
+        st.warning(
+            f"The solver did not settle ({trajectory.status.replace('_', ' ')}) after {trajectory.iterations} "
+            "iterations: the decision may change with more solver effort. Try it on the Convergence tuning page.",
+            icon=":material/warning:",
+        )
+
+# --------------------------------------------------------------------------- the equilibrium
+st.subheader("How the model reached it", help="The model starts every input at zero and repeats one fusion step "
+             "until the combined state stops changing (the equilibrium). These charts follow that search.")  # fmt: skip
+tolerance, stop_mode = config.solver.tol, config.solver.stop_mode
+a, b = st.columns(2)
+with a:
+    st.markdown("**Residual per iteration**", help="How much one more fusion step would still change the state. "
+                "The search stops below the tolerance (dashed).")  # fmt: skip
+    chart(plots.residuals([frames.residual_frame(trajectory)], tolerance, stop_mode, height=260), "insp_residuals")
+with b:
+    st.markdown("**Class probabilities at every iteration**",
+                help="What the model would decide if it stopped at that iteration. After the lock-in the decision never changes.")  # fmt: skip
+    chart(plots.probability_path(frames.probability_frame(trajectory), trajectory.lock_in_iteration, height=260), "insp_probability_path")
+
+change, share = frames.modality_dynamics(trajectory)
+st.markdown("**Per input: how much it still moves, and how much of the fused state it supports**",
+            help="Left: size of each part's step. Right: gate share, the model's own weighting of each input in the fused state.")  # fmt: skip
+chart(plots.modality_dynamics(change, share, height=260), "insp_dynamics")
+
+path = frames.principal_path(frames.fused_states(trajectory))
+
+
+@st.fragment
+def replay() -> None:
+    """The path with its replay slider; moving the slider reruns only this part of the page."""
+    c, d = st.columns([1, 3])
+    with c:
+        st.markdown("**The fused state's path**",
+                    help="The fused state at each iteration, projected on the two directions it moved most (PCA of this path).")  # fmt: skip
+        last = trajectory.iterations - 1
+        upto = st.slider("Replay up to iteration", 0, max(last, 1), max(last, 1), key="insp_iteration", disabled=last < 1)
+        upto = min(upto, last)
+        step_probabilities = np.asarray(trajectory.probabilities[upto])
+        st.caption(
+            f"At iteration {upto} the model would say **{config.class_names[int(step_probabilities.argmax())]}** "
+            f"({step_probabilities.max():.0%}); relative residual {float(trajectory.relative_residuals[upto]):.1e}."
+        )
+    with d:
+        chart(plots.fused_path(path.frame(), path.explained, upto, height=300), "insp_path")
+
+
+replay()
+
+# --------------------------------------------------------------------------- attributions
+st.subheader("Why", help="Integrated Gradients (IG) attribute the decision to every pixel, reading and word; "
+             "modality Shapley values share it between the inputs.")  # fmt: skip
+settings = st.columns(3)
+target_name = settings[0].selectbox("Explain the class", list(config.class_names), index=predicted, key=f"insp_target_{case.key}",
+                                    help="By default the class the model decided.")  # fmt: skip
+n_steps = settings[1].select_slider("Integration steps", [8, 16, 32, 64], value=16, key="insp_steps",
+                                    help="More steps make IG's sum closer to the exact change (smaller delta), at more cost.")  # fmt: skip
+baseline_names = ["default", *BASELINES]
+baseline = settings[2].selectbox("Compared with", baseline_names, key="insp_baseline",
+                                 format_func=lambda b: "each input's default" if b == "default" else f"{b}: {BASELINES[b].description}",
+                                 help="What 'absent' means for the attribution: the input is compared with this baseline.")  # fmt: skip
+with st.spinner(f"Explaining {case.key}: Integrated Gradients over {n_steps} steps and every combination of inputs…"):
+    explanation = resources.case_explanation(
+        entry.folder, entry.checksum, case.key, config.class_names.index(target_name), n_steps,
+        None if baseline == "default" else baseline, case.inputs, case.texts,
+    )  # fmt: skip
+shapley = explanation.shapley
+attribution = explanation.attribution
+e, f = st.columns([3, 2])
+with e:
+    st.markdown(f"**Each input's contribution to P({target_name})**",
+                help="Exact Shapley values: the average change in this probability when the input is added to the others. "
+                "Interactions: more than the sum of two inputs alone (red) or less (blue).")  # fmt: skip
+    chart(plots.shapley(shapley.modality_names, np.asarray(shapley.values), np.asarray(shapley.interactions), height=280), "insp_shapley")
+with f:
+    st.markdown("**The model's own weighting at the equilibrium**", help="Gate share of each input in the final fused state.")
+    final_share = np.asarray(trajectory.gate_share()[-1])
+    chart(plots.gate_share_bars(config.modality_names, final_share, height=280), "insp_gate_share")
+
+maps = st.columns(2)
+slot = 0
+for i, m in enumerate(config.modalities):
+    attribution_map = np.asarray(attribution.maps[i], dtype=float)
+    with maps[slot % 2]:
+        if m.kind == "image":
+            st.markdown(f"**{m.name}: where the evidence is**", help="Red raises the explained class, blue lowers it.")
+            chart(plots.picture(np.asarray(case.inputs[i][0]).mean(axis=0), overlay=attribution_map.sum(axis=0), height=300), f"insp_attr_{m.name}")
+        elif m.kind == "timeseries":
+            st.markdown(f"**{m.name}: when the evidence is**", help="Each reading coloured by its attribution: red for, blue against.")
+            chart(plots.sensor_traces(np.asarray(case.inputs[i][0]), m.feature_names, attribution_map, height=300), f"insp_attr_{m.name}")
+        elif m.kind == "text":
+            st.markdown(f"**{m.name}: which words count**", help="Red words support the explained class, blue words speak against it.")
+            tokens = attribution.tokens[i] or ()
+            keep = [k for k, t in enumerate(tokens) if t != "<pad>"]
+            st.html(plots.token_html([tokens[k] for k in keep], attribution_map[keep]))
+        else:
+            st.markdown(f"**{m.name}: strongest features**")
+            top = top_features(attribution, i, k=10)
+            chart(plots.top_features([s.name for s in top], [s.score for s in top], height=260), f"insp_attr_{m.name}")
+    slot += 1
+
+# --------------------------------------------------------------------------- trust
+st.subheader("How far to trust it")
+reliability = explanation.reliability
+t = st.columns(4)
+t[0].metric("Solver", "converged" if reliability.converged else reliability.status.replace("_", " "),
+            help="Whether the equilibrium met its tolerance.")  # fmt: skip
+residual = reliability.final_relative_residual
+t[1].metric("Final residual", "n/a" if residual is None else f"{residual:.1e}",
+            help=f"Relative change one more fusion step would make; the tolerance is {tolerance:g}.")  # fmt: skip
+t[2].metric("IG delta", f"{reliability.ig_relative_delta:.1%}" if np.isfinite(reliability.ig_relative_delta) else "∞",
+            help="How far the attributions' sum misses the actual change of the output (Integrated Gradients' "
+            "convergence delta, relative). Under 1% is complete.")  # fmt: skip
+t[3].metric("Shapley check", f"{abs(shapley.efficiency_gap):.1e}",
+            help="Shapley values must add up to the change from no input to all inputs; this is the gap.")  # fmt: skip
+if reliability.reliable:
+    st.success("Every solve behind this explanation settled and the attributions add up: it can be trusted as far as "
+               "these checks go.", icon=":material/verified:")  # fmt: skip
+for warning in reliability.warnings:
+    st.warning(warning, icon=":material/warning:")
+st.caption(f"Explained in {explanation.seconds:.1f} s (cached for this case and these settings).")
+
+# --------------------------------------------------------------------------- report
+st.subheader("Decision report", help="Everything above for this case, with the hashes that let it be checked later.")
+target_index = config.class_names.index(target_name)
+report_panel(
+    entry, case, "insp_report", explanation=explanation,
+    settings=ReportSettings(n_steps=n_steps, baseline=None if baseline == "default" else baseline, target=target_index),
+    identity=(target_index, n_steps, baseline),
+)  # fmt: skip

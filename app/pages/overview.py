@@ -1,0 +1,159 @@
+"""Overview (executive): what the model is, how it compares, how robust it is, what it saves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import frames, plots, resources
+from app.widgets import chart, table_with_download
+
+
+
+def money(value: float) -> str:
+    return f"{'−' if value < 0 else ''}€{abs(value):,.0f}"
+
+
+entry = resources.require_model()
+model = resources.handle(entry).model
+config = model.config
+data = resources.test_data(entry)
+metrics = resources.training_metrics(entry)
+
+st.title("Overview")
+st.markdown(
+    f"**{entry.name}** reads {len(config.modalities)} kinds of input for each case "
+    f"({', '.join(m.name for m in config.modalities)}) and decides between {len(config.class_names)} classes. "
+    "The inputs are combined by searching for a stable *equilibrium* instead of a single pass.",
+    help="A deep-equilibrium (DEQ) model repeats one fusion step until the combined state stops changing, "
+    "then decides from that fixed point.",
+)
+
+# --------------------------------------------------------------------------- model card
+st.subheader("Model card")
+card = st.columns(4)
+card[0].metric("Test cases", f"{len(data):,}", help=f"Cases of the {Path(config.dataset).name} test split the figures below use.")
+card[0].caption(f"Data: **{Path(config.dataset).name}**  \nClasses: {', '.join(config.class_names)}")
+card[1].metric("Inputs", len(config.modalities), help="Modalities: the separate kinds of evidence per case.")
+card[1].caption("  \n".join(f"**{m.name}**: {m.kind} {'×'.join(map(str, m.shape))}" for m in config.modalities))
+if metrics:
+    settings = metrics.get("settings", {})
+    card[2].metric(
+        "Validation accuracy", f"{metrics.get('val_accuracy', float('nan')):.1%}",
+        help="Accuracy on the validation split the best epoch was chosen on (never the test split).",
+    )  # fmt: skip
+    card[2].caption(
+        f"Best epoch {metrics.get('best_epoch', '?')} of {settings.get('epochs', '?')}, width {settings.get('width', '?')}  \n"
+        f"{metrics.get('train_cases', '?')} training cases, {metrics.get('training_seconds', '?')} s on {metrics.get('device', '?')}"
+    )
+else:
+    card[2].metric("Validation accuracy", "n/a", help="metrics.json is missing from the model folder.")
+card[3].metric("Checksum", entry.checksum[:8], help=f"SHA-256 over the weights and config: {entry.checksum}")
+card[3].caption(f"{entry.architecture.replace('_', '-')} fusion  \n`{entry.folder}`")
+
+# --------------------------------------------------------------------------- DEQ vs baselines
+st.subheader("The DEQ against its baselines")
+siblings = resources.baselines_of(entry)
+evaluations = {}
+for sibling in siblings.values():
+    result = resources.wait_for(resources.evaluation_job(sibling), f"Evaluating {sibling.name} on {len(data)} test cases")
+    if result is not None:
+        evaluations[sibling.name] = result[0]
+if len(siblings) < 2:
+    st.info(
+        "No baselines were found beside this model. Train them into the same folder as "
+        f"`{Path(entry.folder).parent}/<dataset>-weight_tied`, `-early` and `-late` to compare."
+    )
+table = frames.evaluation_table(evaluations)
+deq = siblings.get("deq", entry)
+if len(table):
+    best_other = table[table["model"] != deq.name].sort_values("accuracy", ascending=False).head(1)
+    deq_row = table[table["model"] == deq.name]
+    if len(deq_row) and len(best_other):
+        gap = float(deq_row["accuracy"].iloc[0] - best_other["accuracy"].iloc[0])
+        st.markdown(
+            f"The DEQ decides **{deq_row['accuracy'].iloc[0]:.1%}** of the test cases correctly, "
+            f"**{abs(gap) * 100:.1f} points {'more' if gap >= 0 else 'fewer'}** than the best baseline "
+            f"({best_other['model'].iloc[0]}, {best_other['accuracy'].iloc[0]:.1%})."
+        )
+    left, right = st.columns([3, 2])
+    with left:
+        chart(plots.baseline_comparison(table), "overview_comparison")
+    with right:
+        chart(plots.latency_iterations(table), "overview_latency")
+    table_with_download(
+        table.dropna(axis=1, how="all"), "overview_models", f"{deq.name}-comparison.csv",
+        column_config={
+            "accuracy": st.column_config.NumberColumn("accuracy", format="percent", help="Share of test cases decided correctly."),
+            "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f", help="F1 score averaged over classes, so rare classes count as much as common ones."),
+            "false_alarm_rate": st.column_config.NumberColumn("false alarms", format="percent", help="Share of good parts flagged as faulty."),
+            "miss_rate": st.column_config.NumberColumn("misses", format="percent", help="Share of faulty parts passed as good."),
+            "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f", help="Median time to decide one case on this machine."),
+            "iterations_mean": st.column_config.NumberColumn("iterations", format="%.1f", help="Mean solver steps per case; feed-forward models have none."),
+            "iterations_p95": st.column_config.NumberColumn("iterations p95", format="%.0f", help="95% of cases need at most this many solver steps."),
+            "converged_fraction": st.column_config.NumberColumn("converged", format="percent", help="Share of cases whose solve met its tolerance."),
+        },
+    )  # fmt: skip
+
+# The robustness sweep takes longest: its section is laid out here but filled last.
+st.subheader("Robustness at a glance")
+robustness_box = st.container()
+
+# --------------------------------------------------------------------------- cost calculator
+st.subheader("What the errors cost")
+normal = config.normal_class
+inputs = st.columns(4)
+cases_per_month = inputs[0].number_input("Cases per month", min_value=0, value=10_000, step=1_000, key="cost_cases",
+                                         help="How many parts are inspected per month.")  # fmt: skip
+if normal:
+    false_alarm_cost = inputs[1].number_input(
+        "Cost of a false alarm (€)", min_value=0.0, value=40.0, step=10.0, key="cost_false_alarm",
+        help=f"A good part ('{normal}') flagged as faulty: re-inspection time, scrap.",
+    )  # fmt: skip
+    miss_cost = inputs[2].number_input(
+        "Cost of a miss (€)", min_value=0.0, value=1_500.0, step=100.0, key="cost_miss",
+        help="A faulty part passed as good: warranty claim, recall, downtime at the customer.",
+    )  # fmt: skip
+    costs = frames.CostInputs(cases_per_month, false_alarm_cost, miss_cost, wrong_fault_cost=0.0)
+else:
+    wrong_cost = inputs[1].number_input("Cost of a wrong answer (€)", min_value=0.0, value=5.0, step=1.0, key="cost_wrong",
+                                        help="This dataset has no 'normal' class, so every error costs the same.")  # fmt: skip
+    costs = frames.CostInputs(cases_per_month, 0.0, 0.0, wrong_fault_cost=wrong_cost)
+others = [name for name in evaluations if name != deq.name]
+if deq.name in evaluations and others:
+    baseline = inputs[3].selectbox("Compare the DEQ with", others, key="cost_baseline",
+                                   help="The model the saving is counted against.")  # fmt: skip
+    cost_table = frames.monthly_cost_table(evaluations, costs, normal)
+    saving = frames.saving_over(cost_table, deq.name, baseline)
+    yearly = 12 * saving
+    st.metric(
+        f"Monthly saving of the DEQ over {baseline}", money(saving), delta=f"{money(yearly)} per year",
+        delta_color="normal" if saving >= 0 else "inverse",
+        help="Expected cost of the baseline's errors minus the DEQ's, at the error rates both showed on the test split.",
+    )  # fmt: skip
+    chart(plots.monthly_cost(cost_table), "overview_cost")
+    with st.expander("The cost table"):
+        table_with_download(cost_table, "overview_cost", f"{deq.name}-monthly-cost.csv")
+else:
+    inputs[3].caption("A saving needs the DEQ and at least one baseline.")
+
+# --------------------------------------------------------------------------- robustness summary (filled last)
+with robustness_box:
+    job, detail = resources.robustness_job(entry)
+    report = resources.wait_for(job, f"Running the robustness sweep ({detail})")
+    if report is not None:
+        grades = frames.robustness_grades(report.summary, entry.name)
+        st.caption(
+            f"How much accuracy {entry.name} keeps when one input is degraded, averaged over "
+            f"{sum(len(v) for v in report.corruptions.values())} kinds of damage at severities "
+            f"{', '.join(f'{s:g}' for s in report.severities)}. Details on the Robustness page."
+        )
+        rows = list(grades.itertuples(index=False))
+        per_line = 3 if len(rows) > 4 else max(len(rows), 1)  # six handwritten views read better as two lines
+        columns = [c for start in range(0, len(rows), per_line) for c in st.columns(per_line)]
+        for column, row in zip(columns, rows):
+            column.metric(
+                f"{row.modality}: {row.verdict}", row.grade, help=row.sentence, border=True,
+                delta=f"keeps {row.retained_accuracy:.0%} of its accuracy", delta_color="off", delta_arrow="off",
+            )  # fmt: skip

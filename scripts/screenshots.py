@@ -1,0 +1,253 @@
+"""Drive the app in Chromium as a person would and save a screenshot of every page.
+
+    python scripts/screenshots.py [--out assets/screenshots] [--models DIR]
+
+Starts `streamlit run app/main.py` on a free port, walks Overview, Inspect (picks a
+case), the Lab (switches an input off), Tuning (loosens the tolerance) and
+Robustness, waits for the Plotly charts before each screenshot, and always stops
+the server. The browser test (tests/app/test_app_browser.py) runs the same tour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+VIEWPORT = {"width": 1280, "height": 800}
+LONG = 600_000  # ms: a first visit may evaluate four models and sweep robustness on a busy CPU
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str] | None = None, port: int | None = None, log: Path | None = None,
+          timeout: float = 120.0) -> Iterator[tuple[str, float]]:  # fmt: skip
+    """Run the app; yields (base URL, seconds from launch to a healthy server). The server is always stopped."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.port", str(port),
+               "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    output = open(log, "w") if log else subprocess.DEVNULL
+    started = time.perf_counter()
+    # Its own process group, so stopping it also stops anything it started.
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=output,
+                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {process.returncode}" + (f"; see {log}" if log else ""))
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.2)
+        yield url, time.perf_counter() - started
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if log:
+            output.close()
+
+
+# --------------------------------------------------------------------------- driving the page
+
+
+RUNNING = "[data-testid=\"stStatusWidgetRunningIcon\"]"
+
+
+def wait_idle(page, timeout: float = LONG, started: bool = False) -> None:
+    """Until the rerun a click started is over: its running indicator came (or the rerun was quicker) and went.
+
+    ``started``: the page already shows the rerun's output, so it has begun; do not wait for it to start.
+    """
+    try:  # widgets debounce before they rerun the script; a fast rerun may come and go unseen
+        if not started:
+            page.wait_for_selector(RUNNING, state="attached", timeout=2500)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError: nothing ran, or it already finished
+        pass
+    page.wait_for_selector(RUNNING, state="detached", timeout=timeout)
+    page.wait_for_timeout(300)  # charts draw after the run ends
+
+
+def wait_charts(page, at_least: int = 1, timeout: float = LONG) -> int:
+    page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot').length >= {at_least}", timeout=timeout)
+    return page.locator(".js-plotly-plot").count()
+
+
+def metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.locator('[data-testid="stMetricLabel"]', has_text=label))
+    return box.first.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def selected(box) -> str:
+    """The shown value of a Streamlit selectbox (its label excluded)."""
+    return box.get_by_role("combobox").input_value().strip()
+
+
+def go_to(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=title).click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=LONG)
+    wait_idle(page)
+
+
+def until(page, changed, timeout: float = 120.0) -> float:
+    """Seconds until ``changed()`` is true (polled), i.e. until the page shows the answer to an action."""
+    start = time.perf_counter()
+    while not changed():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("the page did not change")
+        page.wait_for_timeout(50)
+    return time.perf_counter() - start
+
+
+def headline(page) -> str:
+    return page.locator("h4").first.inner_text()
+
+
+def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0) -> dict:
+    """Walk every page as a person would; returns what was seen and how long it took."""
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict = {"shots": {}}
+    start = time.perf_counter()
+    page.goto(base_url)
+    page.get_by_text("Model card").wait_for(timeout=LONG)
+    page.locator('[data-testid="stSidebar"]').get_by_text("Checksum").wait_for(timeout=LONG)
+    seen["seconds_server_start"] = launch_seconds
+    seen["seconds_to_interactive"] = launch_seconds + time.perf_counter() - start
+    wait_charts(page, 3)
+    wait_idle(page)
+    seen["seconds_to_overview_complete"] = launch_seconds + time.perf_counter() - start
+    seen["overview_grades"] = page.locator('[data-testid="stMetricLabel"]').filter(has_text="affected").count()
+    seen["overview_saving"] = metric(page, "Monthly saving")
+    shoot(page, out, "overview", seen)
+
+    # Inspect: pick the second case in the list.
+    go_to(page, "Inspect a decision")
+    wait_charts(page, 8)
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text="match")
+    before, decision = selected(box), headline(page)
+    box.get_by_role("button", name="Open").click()
+    page.get_by_role("option").nth(1).click()
+    # Until the new case's decision is shown (its explanation, computed once per case, comes after).
+    clicked = time.perf_counter()
+    seen["seconds_new_case_decision"] = until(page, lambda: headline(page) != decision)
+    wait_idle(page, started=True)
+    seen["seconds_new_case_explained"] = time.perf_counter() - clicked  # Integrated Gradients and Shapley included
+    seen["inspect_case_before"], seen["inspect_case_after"] = before, selected(box)
+    page.get_by_text("How far to trust it").wait_for(timeout=LONG)
+    wait_charts(page, 8)
+    seen["inspect_trust"] = metric(page, "Solver")
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Replay").get_by_role("slider")
+    slider.focus()
+    slider.press("Home")
+    caption = page.get_by_text("At iteration").first
+    seen["seconds_replay"] = until(page, lambda: caption.inner_text().startswith("At iteration 0"))
+    wait_idle(page)
+    seen["inspect_replay_caption"] = caption.inner_text()
+    shoot(page, out, "inspect", seen)
+
+    # Lab: switch the first input off.
+    go_to(page, "Modality lab")
+    wait_charts(page, 3)
+    seen["lab_shift_before"] = metric(page, "Equilibrium shift")
+    switch = page.locator('[data-testid="stCheckbox"]').first
+    seen["lab_switched"] = switch.inner_text().strip()
+    switch.locator("label").first.click()
+    seen["seconds_lab_switch"] = until(page, lambda: metric(page, "Equilibrium shift") != seen["lab_shift_before"])
+    wait_idle(page)
+    seen["lab_shift_after"] = metric(page, "Equilibrium shift")
+    wait_charts(page, 3)
+    shoot(page, out, "lab", seen)
+
+    # Tuning: loosen the tolerance to its loosest value.
+    go_to(page, "Convergence tuning")
+    wait_charts(page, 3)
+    seen["tuning_iterations_before"] = metric(page, "Iterations")
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Tolerance").get_by_role("slider")
+    slider.focus()
+    slider.press("Home")
+    # The case answers first; the whole-test-set figures follow with a progress bar.
+    seen["seconds_tolerance_case"] = until(page, lambda: metric(page, "Iterations") != seen["tuning_iterations_before"])
+    start = time.perf_counter()
+    wait_idle(page, started=True)
+    seen["seconds_tolerance_test_set"] = seen["seconds_tolerance_case"] + time.perf_counter() - start
+    wait_charts(page, 3)
+    seen["tuning_iterations_after"] = metric(page, "Iterations")
+    shoot(page, out, "tuning", seen)
+
+    go_to(page, "Robustness")
+    wait_charts(page, 1)
+    seen["robustness_tables"] = page.locator('[data-testid="stDataFrame"]').count()
+    shoot(page, out, "robustness", seen)
+    return seen
+
+
+def shoot(page, out: Path, name: str, seen: dict) -> None:
+    """The top of the page as a 1280 x 800 screen shows it, and the whole page."""
+    page.mouse.move(5, 5)  # no hover tooltip in the picture
+    main = '[data-testid="stMain"]'  # the app scrolls inside this, not the window
+    page.evaluate(f"document.querySelector('{main}').scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    page.screenshot(path=out / f"{name}.png")
+    height = page.evaluate(f"document.querySelector('{main}').scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height), 12_000)})
+    page.wait_for_timeout(800)  # Plotly redraws on resize
+    page.screenshot(path=out / f"{name}-full.png")
+    page.set_viewport_size(VIEWPORT)
+    page.wait_for_timeout(300)
+    seen["shots"][name] = str(out / f"{name}.png")
+
+
+def launch_browser(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "assets" / "screenshots")
+    parser.add_argument("--models", type=Path, default=None, help="models root (default: DEQ_LENS_MODELS or assets/models)")
+    parser.add_argument("--log", type=Path, default=None, help="write the server's output here")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    env = {"DEQ_LENS_MODELS": str(args.models)} if args.models else {}
+    with serve(env, log=args.log) as (url, launch), sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            seen = tour(page, url, args.out, launch)
+        finally:
+            browser.close()
+    print(json.dumps(seen, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Every file of tests/data/bad_inputs, uploaded on the Inspect page: a plain message, and the app keeps running."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lens_setup import APP, REPO, app_environment, apply_environment, restore_environment, tiny_models
+
+CORPUS = REPO / "tests" / "data" / "bad_inputs"
+UPLOADS = {  # file -> (uploader key, mime type, message fragment)
+    "corrupt.png": ("upload_photo", "image/png", "not a readable PNG or JPEG image"),
+    "truncated.png": ("upload_photo", "image/png", "not a readable PNG or JPEG image"),
+    "gif_renamed.png": ("upload_photo", "image/png", "not a readable PNG or JPEG image"),
+    "bomb.png": ("upload_photo", "image/png", "too large"),
+    "bomb_moderate.png": ("upload_photo", "image/png", "over the limit"),
+    "sensors_nan.csv": ("upload_sensors", "text/csv", "missing or NaN"),
+    "sensors_inf.csv": ("upload_sensors", "text/csv", "infinite"),
+    "sensors_text.csv": ("upload_sensors", "text/csv", "not a number"),
+    "sensors_wrong_shape.csv": ("upload_sensors", "text/csv", "expected 128"),
+    "sensors_binary.csv": ("upload_sensors", "text/csv", "not UTF-8"),
+}
+
+
+@pytest.fixture(scope="module")
+def upload_page(tmp_path_factory):
+    previous = apply_environment(app_environment(tiny_models(), tmp_path_factory.mktemp("lens-uploads")))
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.switch_page("pages/inspect_decision.py").run()
+    at.radio(key="insp_source").set_value("Upload a case").run()
+    assert not at.exception
+    yield at
+    restore_environment(previous)
+
+
+@pytest.mark.parametrize("name", sorted(UPLOADS))
+def test_a_bad_upload_gives_a_message_and_the_app_keeps_running(upload_page, name):
+    at = upload_page
+    key, mime, fragment = UPLOADS[name]
+    at.file_uploader(key=key).set_value((name, (CORPUS / name).read_bytes(), mime)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any(name in e and fragment in e for e in errors), errors
+    at.file_uploader(key=key).set_value(None).run()  # clearing it leaves the page as it was
+    assert not at.exception
+    assert not at.error
+    assert any("Give every input" in i.value for i in at.info)
+
+
+def test_an_empty_note_is_refused_and_the_page_still_answers(upload_page):
+    at = upload_page
+    at.text_area(key="upload_note").input("  \n\t ").run()
+    assert not at.exception
+    at.text_area(key="upload_note").input("").run()
+    assert not at.exception

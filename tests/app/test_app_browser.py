@@ -1,0 +1,49 @@
+"""The app in a real browser: Chromium drives every page as a person would and saves a screenshot of each."""
+
+from __future__ import annotations
+
+import importlib.util
+import urllib.request
+
+import pytest
+
+from lens_setup import REPO, app_environment, tiny_models
+
+pytestmark = pytest.mark.browser
+
+
+def load_tour():
+    spec = importlib.util.spec_from_file_location("screenshots", REPO / "scripts" / "screenshots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_person_can_walk_every_page(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    tour = load_tour()
+    if not (tour.Path(tour.CHROMIUM).exists()):
+        pytest.skip(f"no Chromium at {tour.CHROMIUM}")
+    env = app_environment(tiny_models(), tmp_path / "cache")
+    shots = tmp_path / "screenshots"
+    with tour.serve(env, log=tmp_path / "streamlit.log") as (url, launch):
+        with sync_api.sync_playwright() as playwright:
+            browser = tour.launch_browser(playwright)
+            try:
+                page = browser.new_page(viewport=tour.VIEWPORT)
+                seen = tour.tour(page, url, shots, launch)
+            finally:
+                browser.close()
+    with pytest.raises(OSError):  # the server is gone once the block is left
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+
+    assert seen["overview_grades"] == 3  # one plain grade per input
+    assert seen["inspect_case_after"] != seen["inspect_case_before"]  # picking a case shows that case
+    assert seen["inspect_trust"] in ("converged", "max iter", "diverged")
+    assert seen["inspect_replay_caption"].startswith("At iteration 0")
+    assert seen["lab_shift_before"] == "0.0%" and seen["lab_shift_after"] != "0.0%"  # switching an input off moves it
+    assert int(seen["tuning_iterations_after"]) < int(seen["tuning_iterations_before"])  # a looser tolerance stops sooner
+    assert seen["robustness_tables"] == 2
+    for name in ("overview", "inspect", "lab", "tuning", "robustness"):
+        for suffix in ("", "-full"):
+            assert (shots / f"{name}{suffix}.png").stat().st_size > 10_000

@@ -1,0 +1,56 @@
+"""app.plots: figures carry what the pages promise (log scales, marked lines, one panel per input)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from app import plots
+
+
+def test_residuals_are_on_a_log_scale_with_the_tolerance_drawn():
+    frame = pd.DataFrame({"iteration": [0, 1, 2], "absolute": [1.0, 0.1, 0.0], "relative": [1.0, 1e-2, 1e-5], "run": ""})
+    fig = plots.residuals([frame], tolerance=1e-4)
+    assert fig.layout.yaxis.type == "log"
+    assert any(shape.y0 == 1e-4 for shape in fig.layout.shapes)
+    assert min(fig.data[0].y) > 0  # an exact zero would vanish from a log axis
+
+
+def test_probability_path_marks_the_lock_in_iteration():
+    frame = pd.DataFrame({"iteration": [0, 0, 1, 1], "class": ["a", "b"] * 2, "probability": [0.6, 0.4, 0.2, 0.8]})
+    fig = plots.probability_path(frame, lock_in=1)
+    assert len(fig.data) == 2 and any(shape.x0 == 1 for shape in fig.layout.shapes)
+
+
+def test_attribution_overlay_is_symmetric_around_zero():
+    overlay = np.array([[0.0, -2.0], [1.0, 0.5]])
+    fig = plots.picture(np.zeros((2, 2)), overlay=overlay)
+    assert len(fig.data) == 2
+    assert (fig.data[1].zmin, fig.data[1].zmax) == (-2.0, 2.0)
+    assert fig.data[0].zmin == 0 and fig.data[0].zmax == 1  # a photo in [0, 1] keeps its true brightness
+
+
+def test_dose_response_has_one_panel_per_modality_and_one_legend_entry_per_model():
+    rows = [
+        {"model": m, "modality": mod, "severity": s, "accuracy": 0.9 - s / 2, "iterations_mean": 5.0, "equilibrium_shift": s}
+        for m in ("x-deq", "x-late") for mod in ("photo", "note") for s in (0.0, 0.5, 1.0)
+    ]  # fmt: skip
+    fig = plots.dose_response(pd.DataFrame(rows), {"x-deq": "deq", "x-late": "late"})
+    assert {a.text for a in fig.layout.annotations} == {"photo", "note"}
+    assert sum(trace.showlegend for trace in fig.data) == 2
+    deq = next(t for t in fig.data if t.name == "x-deq")
+    assert deq.line.width > next(t for t in fig.data if t.name == "x-late").line.width
+
+
+def test_token_html_escapes_what_it_shows():
+    html = plots.token_html(["<script>", "crack"], [0.5, -1.0])
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "rgba(33,102,172,0.75)" in html  # the strongest score, against: full blue
+
+
+def test_fused_path_replays_up_to_the_chosen_iteration():
+    path = pd.DataFrame({"iteration": range(4), "pc1": [0.0, 1.0, 1.5, 1.6], "pc2": [0.0, 0.5, 0.2, 0.1]})
+    fig = plots.fused_path(path, [0.9, 0.1], upto=2)
+    so_far = next(t for t in fig.data if t.name == "path so far")
+    assert len(so_far.x) == 3
+    assert next(t for t in fig.data if t.name == "iteration 2").x == (1.5,)
