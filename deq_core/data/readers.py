@@ -154,6 +154,8 @@ def read_image(source: Source, modality: Modality) -> torch.Tensor:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(f"image is too large to decode safely ({error})") from None
+    except Image.UnidentifiedImageError:  # PIL's message names an in-memory buffer, not the user's file
+        raise InputError("not a readable PNG or JPEG image (the file is not an image, or it is damaged)") from None
     except Exception as error:  # anything PIL raises on untrusted bytes means "not a usable image"
         raise InputError(f"not a readable PNG or JPEG image ({type(error).__name__}: {error})") from None
     tensor = pixels_to_tensor(pixels)
