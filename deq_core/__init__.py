@@ -21,7 +21,6 @@ from .implicit import (
 from .explain import Explanation, explain_case
 from .modality import KINDS, Modality
 from .model import MODELS, DEQFusion, EarlyFusion, FusionModel, FusionOutput, LateFusion, WeightTiedFusion, build_model
-from .robustness import RobustnessReport, robustness_sweep
 from .shapley import ModalityShapley, modality_shapley
 from .solvers import METHODS, SolveResult, solve
 from .trajectory import Trajectory, trace
@@ -37,3 +36,13 @@ __all__ = [
     "jacobian_frobenius_estimate", "load_config", "load_model", "model_checksum", "resolve_device",
     "save_model", "solve", "spectral_radius", "trace",
 ]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `python -m deq_core.robustness` does not find its own
+    # module already imported by the package (runpy warns about that).
+    if name in ("RobustnessReport", "robustness_sweep"):
+        from . import robustness
+
+        return getattr(robustness, name)
+    raise AttributeError(f"module 'deq_core' has no attribute {name!r}")
