@@ -1,10 +1,11 @@
 """A tamper-evident, append-only audit log of decision reports, in a real database.
 
-SQLite by default (a file); any SQLAlchemy URL works, PostgreSQL included. Each row
+SQLite by default (a file); any SQLAlchemy URL works, PostgreSQL included
+(``postgresql+psycopg://...``, tested in CI). Each row
 carries the SHA-256 of the previous row's hash and of its own content, so a
 removed or edited row breaks the chain, and a head table records how many rows
-there should be, so removing the newest rows is caught too. On SQLite, triggers
-refuse UPDATE and DELETE outright. This makes tampering evident, not impossible:
+there should be, so removing the newest rows is caught too. On SQLite and
+PostgreSQL, triggers refuse UPDATE and DELETE outright. This makes tampering evident, not impossible:
 someone who can rewrite the whole database file can rebuild a consistent chain,
 which is why reports also cite their own hashes.
 """
@@ -63,6 +64,20 @@ _head = Table(
     Column("count", Integer, nullable=False),
     Column("last_hash", String(64), nullable=False),
 )
+# The database itself refuses to change or remove a recorded row.
+_APPEND_ONLY = {
+    "sqlite": tuple(
+        f"CREATE TRIGGER IF NOT EXISTS audit_entries_no_{action.lower()} BEFORE {action} ON audit_entries "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        for action in ("UPDATE", "DELETE")
+    ),
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION audit_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+        "CREATE OR REPLACE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries "
+        "FOR EACH ROW EXECUTE FUNCTION audit_entries_append_only()",
+    ),
+}
 _FIELDS = ("id", "created_at", "source", "model_name", "model_checksum", "case_id", "prediction",
            "report_sha256", "report_path", "summary", "previous_hash")  # fmt: skip
 
@@ -118,13 +133,9 @@ class AuditLog:
         if self._sqlite:
             _serialise_sqlite_writers(self.engine)
         _metadata.create_all(self.engine)
-        if self._sqlite:
-            with self.engine.begin() as connection:
-                for action in ("UPDATE", "DELETE"):
-                    connection.execute(text(
-                        f"CREATE TRIGGER IF NOT EXISTS audit_entries_no_{action.lower()} BEFORE {action} "
-                        "ON audit_entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
-                    ))  # fmt: skip
+        with self.engine.begin() as connection:
+            for statement in _APPEND_ONLY.get(self.engine.dialect.name, ()):
+                connection.execute(text(statement))
 
     @property
     def _sqlite(self) -> bool:
@@ -144,6 +155,8 @@ class AuditLog:
     ) -> AuditEntry:
         """Record one report; the chain link is read and written in one transaction."""
         with self._lock, self.engine.begin() as connection:
+            if not self._sqlite:  # other processes may append too: one writer at a time reads the head
+                connection.execute(text("LOCK TABLE audit_head IN SHARE ROW EXCLUSIVE MODE"))
             head = connection.execute(select(_head).where(_head.c.name == "head")).first()
             count, previous = (head.count, head.last_hash) if head else (0, GENESIS)
             fields = {

@@ -1,10 +1,15 @@
+import os
 import sqlite3
 import threading
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from deq_core.audit_log import AuditLog
+
+# .ci/run starts a throwaway PostgreSQL server and names it here; elsewhere those cases skip.
+POSTGRES = os.environ.get("DEQ_LENS_TEST_POSTGRES")
 
 
 def record(log, i, **overrides):
@@ -13,16 +18,29 @@ def record(log, i, **overrides):
     return log.append(**{**values, **overrides})
 
 
-@pytest.fixture
-def log(tmp_path):
-    return AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log(request, tmp_path):
+    if request.param == "sqlite":
+        return AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    if not POSTGRES:
+        pytest.skip("no PostgreSQL server: set DEQ_LENS_TEST_POSTGRES (bash .ci/run starts one)")
+    fresh = AuditLog(POSTGRES)
+    with fresh.engine.begin() as connection:  # each test starts from an empty log
+        connection.execute(text("DROP TABLE IF EXISTS audit_entries, audit_head CASCADE"))
+    return AuditLog(POSTGRES)
 
 
 def raw(log):
-    """A direct connection that drops the append-only triggers, as an attacker with the file would."""
-    connection = sqlite3.connect(log.url.removeprefix("sqlite:///"))
-    connection.execute("DROP TRIGGER audit_entries_no_update")
-    connection.execute("DROP TRIGGER audit_entries_no_delete")
+    """A direct connection that lifts the append-only triggers, as an attacker with database rights would."""
+    if log.url.startswith("sqlite"):
+        connection = sqlite3.connect(log.url.removeprefix("sqlite:///"))
+        connection.execute("DROP TRIGGER audit_entries_no_update")
+        connection.execute("DROP TRIGGER audit_entries_no_delete")
+        return connection
+    import psycopg
+
+    connection = psycopg.connect(log.url.replace("postgresql+psycopg://", "postgresql://"))
+    connection.execute("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only")
     return connection
 
 
