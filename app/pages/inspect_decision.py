@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+import torch
 
 from app import frames, plots, resources
 from app.report_panel import report_panel
@@ -57,7 +58,7 @@ else:
     st.caption("One file per input, checked against what the model expects. Nothing is resized or guessed.")
     per_line = 3 if len(config.modalities) > 4 else len(config.modalities)
     columns = [c for start in range(0, len(config.modalities), per_line) for c in st.columns(per_line)]
-    read, problems, parts = [], [], []
+    read, problems, parts, missing, given_texts = [], [], [], [], {}
     for column, modality in zip(columns, config.modalities):
         with column:
             if modality.kind == "text":
@@ -67,8 +68,12 @@ else:
                     try:
                         read.append(text_to_tokens(text, modality)[None])
                         parts.append(text)
+                        given_texts[modality.name] = text
                     except InputError as error:
                         problems.append(f"{modality.name}: {error}")
+                else:
+                    read.append(None)
+                    missing.append(modality.name)
                 continue
             accept = {"image": ["png", "jpg", "jpeg"], "timeseries": ["csv"], "vector": ["csv", "npy"]}[modality.kind]
             shape = "×".join(map(str, modality.shape))
@@ -86,15 +91,31 @@ else:
                     parts.append(content)
                 except InputError as error:
                     problems.append(f"{modality.name} ({upload.name}): {error}")
+            else:
+                read.append(None)
+                missing.append(modality.name)
     for problem in problems:
         st.error(problem)
-    if problems or len(read) != len(config.modalities):
-        if not problems:
-            st.info("Give every input to see the model's decision.")
+    if problems:
         st.stop()
+    if missing:
+        st.info(f"Missing: {', '.join(missing)}. Give every input, or let the model decide without them.")
+        if len(missing) == len(config.modalities) or not st.checkbox(
+            "Decide without the missing inputs", key="upload_drop_missing",
+            help="Each missing input is replaced by its training average: the same as switching it off "
+                 "(\"drop\") in the Modality lab. The decision then rests on the inputs given.",
+        ):  # fmt: skip
+            st.stop()
+        means = resources.handle(entry).model.input_means()
+        read = [
+            means[i].detach().cpu()[None].to(torch.int64 if m.kind == "text" else torch.float32) if x is None else x
+            for i, (x, m) in enumerate(zip(read, config.modalities))
+        ]
+        parts.append("dropped:" + ",".join(missing))
+        st.warning(f"Treated as dropped (training average): {', '.join(missing)}. "
+                   "This decision is not the one the model would make with every input.")  # fmt: skip
     key = "upload-" + resources.digest(*parts)
-    texts = {m.name: t for m, t in zip(config.modalities, parts) if m.kind == "text"}
-    case = resources.Case(key=key, inputs=tuple(read), label=None, texts=texts)
+    case = resources.Case(key=key, inputs=tuple(read), label=None, texts=given_texts)
     st.session_state["uploaded_case"] = {"model": entry.checksum, "case": case}
 
 solved = resources.case_solve(entry.folder, entry.checksum, case.key, None, case.inputs)

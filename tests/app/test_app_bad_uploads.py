@@ -44,12 +44,28 @@ def test_a_bad_upload_gives_a_message_and_the_app_keeps_running(upload_page, nam
     at.file_uploader(key=key).set_value(None).run()  # clearing it leaves the page as it was
     assert not at.exception
     assert not at.error
-    assert any("Give every input" in i.value for i in at.info)
+    assert any("Give every input" in i.value for i in at.info)  # names what is missing
 
 
 def test_an_empty_note_is_refused_and_the_page_still_answers(upload_page):
     at = upload_page
     at.text_area(key="upload_note").input("  \n\t ").run()
     assert not at.exception
+    at.text_area(key="upload_note").input("").run()
+    assert not at.exception
+
+
+def test_a_missing_input_is_named_and_can_be_treated_as_dropped(upload_page):
+    at = upload_page
+    note = "Deep scratch across the sealing face."
+    at.text_area(key="upload_note").input(note).run()
+    assert not at.exception
+    missing = [i.value for i in at.info if i.value.startswith("Missing:")]
+    assert missing and "photo" in missing[0] and "sensors" in missing[0] and "note" not in missing[0]
+    at.checkbox(key="upload_drop_missing").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert any("Treated as dropped" in w and "photo" in w and "sensors" in w for w in warnings), warnings
+    at.checkbox(key="upload_drop_missing").uncheck().run()
     at.text_area(key="upload_note").input("").run()
     assert not at.exception
