@@ -41,11 +41,8 @@ UNROLL_STEPS = (10, 30, 60)
 MB = 2**20
 
 
-def saved_activation_bytes(model: EquilibriumModel, inputs, labels, solver: SolverSettings | None = None):
-    """Bytes of unique storages autograd saves during one forward; then runs the backward.
-
-    Returns ``(bytes, forward f-evaluations of the DEQ solve or None)``.
-    """
+def _storage_counter(model: EquilibriumModel):
+    """A saved-tensor pack hook recording unique storage sizes (parameters and buffers excluded)."""
     excluded = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
     storages: dict[int, int] = {}
 
@@ -56,6 +53,15 @@ def saved_activation_bytes(model: EquilibriumModel, inputs, labels, solver: Solv
             storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
         return tensor
 
+    return pack, storages
+
+
+def saved_activation_bytes(model: EquilibriumModel, inputs, labels, solver: SolverSettings | None = None):
+    """Bytes of unique storages autograd saves during one forward; then runs the backward.
+
+    Returns ``(bytes, forward f-evaluations of the DEQ solve or None)``.
+    """
+    pack, storages = _storage_counter(model)
     model.zero_grad(set_to_none=True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         output = model.run(inputs, solver=solver)
@@ -67,15 +73,7 @@ def saved_activation_bytes(model: EquilibriumModel, inputs, labels, solver: Solv
 
 def encoder_saved_bytes(model: EquilibriumModel, inputs) -> int:
     """Bytes the encoders alone save: the same in both models, so subtracting it isolates the fusion part."""
-    excluded = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in excluded:
-            storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
-        return tensor
-
+    pack, storages = _storage_counter(model)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         features = model.encode(inputs)
     features.sum().backward()
