@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
     parser.add_argument("--cases", type=int, default=50, help="cases, spread evenly over the split")
     parser.add_argument("--n-steps", type=int, default=DEFAULT_STEPS, help="integration steps")
-    parser.add_argument("--baseline", default=None, help="attribution baseline (default: mean; padding for text)")
+    parser.add_argument("--baseline", default=None, help="attribution baseline (default: zero; padding for text)")
     parser.add_argument("--invariance-cases", type=int, default=3, help="cases for the batch-invariance check")
     parser.add_argument("--seed", type=int, default=0, help="seed of the randomised model")
     parser.add_argument("--device", default="auto")

@@ -152,8 +152,14 @@ class FusionModel(nn.Module):
         """Training-mean input of each modality, ``(*shape)``; zeros (padding) for text."""
         return tuple(e.input_mean for e in self.encoders)
 
-    def encode(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``(batch, N, d)`` features of the raw inputs."""
+    def encode(self, inputs: Sequence[torch.Tensor], features: torch.Tensor | None = None) -> torch.Tensor:
+        """``(batch, N, d)`` features of the raw inputs.
+
+        ``features``, if given, are those features already computed (a robustness sweep
+        re-encodes only the modality it corrupted) and are returned as they are.
+        """
+        if features is not None:
+            return features
         if len(inputs) != self.n_modalities:
             raise ValueError(f"expected {self.n_modalities} inputs ({self.config.modality_names}), got {len(inputs)}")
         return torch.stack([encoder(x) for encoder, x in zip(self.encoders, inputs)], dim=1)
@@ -167,7 +173,9 @@ class FusionModel(nn.Module):
         record: bool = False,
         solver: SolverSettings | None = None,
         jacobian_probes: int = 0,
+        features: torch.Tensor | None = None,
     ) -> FusionOutput:
+        """Logits and, for equilibrium models, the solve; ``features`` as in ``encode``."""
         raise NotImplementedError
 
 
@@ -178,9 +186,9 @@ class EquilibriumModel(FusionModel):
         super().__init__(config)
         self.update = FusionUpdate(self.n_modalities, config.width, config.groups)
 
-    def bind(self, inputs: Sequence[torch.Tensor]):
+    def bind(self, inputs: Sequence[torch.Tensor], features: torch.Tensor | None = None):
         """Encode once and return ``(f, z0)``: the update with its injection bound, and the zero start."""
-        x = self.encode(inputs)
+        x = self.encode(inputs, features)
         x_fuse = self.update.inject(x)
         z0 = x.new_zeros(x.shape[0], self.n_modalities + 1, self.config.width)
         return (lambda z: self.update(z, x, x_fuse)), z0
@@ -210,9 +218,9 @@ class EquilibriumModel(FusionModel):
 class DEQFusion(EquilibriumModel):
     """Deep equilibrium fusion: the head reads z*_fuse of the fixed point z* = f(z*; x)."""
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0):
+    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
         settings = solver or self.config.solver
-        f, z0 = self.bind(inputs)
+        f, z0 = self.bind(inputs, features)
         with torch.no_grad():
             result = solve(f, z0, record=record, **settings.options())
         penalty = None
@@ -233,9 +241,9 @@ class DEQFusion(EquilibriumModel):
 class WeightTiedFusion(EquilibriumModel):
     """Ablation: the same f applied ``unroll_steps`` times from zero, back-propagated through the unroll."""
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0):
+    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
         settings = solver or self.config.solver
-        f, z0 = self.bind(inputs)
+        f, z0 = self.bind(inputs, features)
         z, states = _unroll(f, z0, self.config.unroll_steps)
         result = unrolled_result(states, settings.tol, settings.stop_mode, record=record)
         fused = z[:, self.n_modalities]
@@ -257,8 +265,8 @@ class EarlyFusion(FusionModel):
         d = config.width
         self.mix = nn.Sequential(nn.Linear(self.n_modalities * d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU())
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0):
-        fused = self.mix(self.encode(inputs).flatten(1))
+    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
+        fused = self.mix(self.encode(inputs, features).flatten(1))
         return FusionOutput(self.head(fused), None, None, fused)
 
 
@@ -277,13 +285,13 @@ class LateFusion(FusionModel):
     def device(self) -> torch.device:
         return self.modality_heads[0][1].weight.device
 
-    def modality_logits(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def modality_logits(self, inputs: Sequence[torch.Tensor], features: torch.Tensor | None = None) -> torch.Tensor:
         """``(batch, N, classes)``: what each modality alone says."""
-        x = self.encode(inputs)
+        x = self.encode(inputs, features)
         return torch.stack([head(x[:, i]) for i, head in enumerate(self.modality_heads)], dim=1)
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0):
-        per_modality = self.modality_logits(inputs)
+    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
+        per_modality = self.modality_logits(inputs, features)
         return FusionOutput(per_modality.mean(dim=1), None, None, per_modality.flatten(1))
 
 

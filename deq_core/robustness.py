@@ -54,7 +54,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,17 +155,24 @@ class Measurement:
 
 @torch.no_grad()
 def measure(
-    model: FusionModel, inputs: Sequence[torch.Tensor], labels: torch.Tensor, batch_size: int | None = None
+    model: FusionModel,
+    inputs: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+    features: torch.Tensor | None = None,
 ) -> Measurement:
-    """Run ``model`` on ``inputs``, ``(n, *shape)`` per modality, in batches of ``batch_size`` (None: one)."""
+    """Run ``model`` on ``inputs``, ``(n, *shape)`` per modality, in batches of ``batch_size`` (None: one).
+
+    ``features``: the inputs already encoded, ``(n, N, d)``, when the caller has them.
+    """
     n = len(labels)
     step = batch_size or max(n, 1)
     correct, iterations, representation = [], [], []
     for start in range(0, n, step):
-        # One batch passes the tensors themselves (no slice), so _reusing_clean_features recognises them.
-        batch = inputs if step >= n else [x[start : start + step] for x in inputs]
-        out = model.run([x.to(model.device) for x in batch])
-        correct.append((out.logits.argmax(dim=1).cpu() == labels[start : start + step]).numpy())
+        window = slice(start, start + step)
+        batch = [x[window].to(model.device) for x in inputs]
+        out = model.run(batch, features=None if features is None else features[window])
+        correct.append((out.logits.argmax(dim=1).cpu() == labels[window]).numpy())
         state = out.solve.z if out.solve is not None else out.fused
         representation.append(state.reshape(state.shape[0], -1).float().cpu())
         if out.solve is not None:
@@ -178,29 +184,12 @@ def measure(
     )
 
 
-@contextmanager
-def _reusing_clean_features(model: FusionModel, clean_inputs: Sequence[torch.Tensor]):
-    """Encode the clean inputs once; while active, an encoder handed that very tensor returns those features.
-
-    A sweep corrupts one modality at a time and ``apply`` returns the other inputs
-    as the same tensor objects, so only the corrupted modality is encoded again
-    (the photo encoder is most of a model's cost). Nothing is mutated in place, so
-    the same object means the same values.
-    """
-    patched = []
-    try:
-        with torch.no_grad():
-            for encoder, x in zip(model.encoders, clean_inputs):
-                x = x.to(model.device)  # the same object when it is already there
-                features, original = encoder(x), encoder.forward
-                encoder.forward = lambda given, x=x, features=features, original=original: (
-                    features if given is x else original(given)
-                )
-                patched.append(encoder)
-        yield
-    finally:
-        for encoder in patched:
-            del encoder.forward  # back to the class's method
+@torch.no_grad()
+def _encode(model: FusionModel, x: torch.Tensor, modality: int, batch_size: int | None) -> torch.Tensor:
+    """``(n, d)`` features of one modality's inputs, encoded in batches."""
+    step = batch_size or max(len(x), 1)
+    encoder = model.encoders[modality]
+    return torch.cat([encoder(x[start : start + step].to(model.device)) for start in range(0, len(x), step)])
 
 
 def _digest(x: torch.Tensor) -> str:
@@ -494,10 +483,7 @@ def _sweep(models, pending, data, settings, severities, corruptions, seed, batch
     fingerprints = {name: references[name].fingerprint() for name in pending}
     names = [m.name for m in data.modalities]
     clean_digests = {name: _digest(x) for name, x in zip(names, data.inputs)}
-    devices = {models[name].device for name in pending}
-    # Corrupt where the models run, so the untouched inputs reach them as the very tensors
-    # whose features _reusing_clean_features keeps (a copy per call would defeat it).
-    clean_inputs = tuple(x.to(next(iter(devices))) for x in data.inputs) if len(devices) == 1 else data.inputs
+    clean_inputs = data.inputs
     labels = data.labels
     bar = tqdm(total=len(pending) * (len(settings) + 1), disable=not progress, desc="robustness", unit="run")
     clean: dict[str, Measurement] = {}
@@ -505,30 +491,38 @@ def _sweep(models, pending, data, settings, severities, corruptions, seed, batch
     # was already seen (drop at every severity, a full occlusion) is not run again.
     seen: dict[tuple[str, str, str], dict] = {}
     results: dict[tuple, dict] = {}
-    with ExitStack() as stack:
-        for name in pending:
-            clean[name] = measure(models[name], clean_inputs, labels, batch_size)
-            for modality in names:
-                seen[name, modality, clean_digests[modality]] = _values(clean[name], clean[name])
-            stack.enter_context(_reusing_clean_features(models[name], clean_inputs))
+    # A setting corrupts one modality: the others keep their clean features, encoded once
+    # per model (the photo encoder is most of a model's cost).
+    clean_features: dict[str, torch.Tensor] = {}
+    for name in pending:
+        model = models[name]
+        clean_features[name] = torch.stack(
+            [_encode(model, x, i, batch_size) for i, x in enumerate(clean_inputs)], dim=1
+        )
+        clean[name] = measure(model, clean_inputs, labels, batch_size, clean_features[name])
+        for modality in names:
+            seen[name, modality, clean_digests[modality]] = _values(clean[name], clean[name])
+        bar.update()
+    for modality, kind, severity in settings:
+        spec = CorruptionSpec(modality, kind, severity, seed)
+        corrupted: dict[str, tuple[tuple[torch.Tensor, ...], str]] = {}
+        for name in pending:  # models with the same training statistics share one corrupted copy
+            fp = fingerprints[name]
+            if fp not in corrupted:
+                inputs = apply(clean_inputs, data.modalities, spec, references[name], case_keys=data.ids)
+                corrupted[fp] = inputs, _digest(inputs[names.index(modality)])
+            inputs, digest = corrupted[fp]
+            if (name, modality, digest) not in seen:
+                index = names.index(modality)
+                features = clean_features[name].clone()
+                features[:, index] = _encode(models[name], inputs[index], index, batch_size)
+                measured = measure(models[name], inputs, labels, batch_size, features)
+                seen[name, modality, digest] = _values(measured, clean[name])
+            results[name, modality, kind, severity] = {
+                "model": name, "modality": modality, "corruption": kind, "severity": severity,
+                **seen[name, modality, digest],
+            }  # fmt: skip
             bar.update()
-        for modality, kind, severity in settings:
-            spec = CorruptionSpec(modality, kind, severity, seed)
-            corrupted: dict[str, tuple[tuple[torch.Tensor, ...], str]] = {}
-            for name in pending:  # models with the same training statistics share one corrupted copy
-                fp = fingerprints[name]
-                if fp not in corrupted:
-                    inputs = apply(clean_inputs, data.modalities, spec, references[name], case_keys=data.ids)
-                    corrupted[fp] = inputs, _digest(inputs[names.index(modality)])
-                inputs, digest = corrupted[fp]
-                if (name, modality, digest) not in seen:
-                    measured = measure(models[name], inputs, labels, batch_size)
-                    seen[name, modality, digest] = _values(measured, clean[name])
-                results[name, modality, kind, severity] = {
-                    "model": name, "modality": modality, "corruption": kind, "severity": severity,
-                    **seen[name, modality, digest],
-                }  # fmt: skip
-                bar.update()
     bar.close()
     for name in pending:
         clean_values = _values(clean[name], clean[name])

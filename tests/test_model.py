@@ -146,3 +146,14 @@ def test_build_model_gives_each_modality_the_encoder_of_its_kind():
     model = build_model(ModelConfig("early", tiny_modalities(), ("a", "b"), width=16))
     kinds = [type(e).__name__ for e in model.encoders]
     assert kinds == ["ImageEncoder", "TimeseriesEncoder", "TextEncoder", "VectorEncoder"]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_precomputed_features_give_the_same_answer(architecture, inputs):
+    model = tiny_model(architecture).eval()
+    with torch.no_grad():
+        features = model.encode(inputs)
+        assert torch.equal(model.run(inputs, features=features).logits, model.run(inputs).logits)
+        other = features.clone()
+        other[:, 0] += 1.0  # the given features are what the model uses
+        assert not torch.equal(model.run(inputs, features=other).logits, model.run(inputs).logits)
