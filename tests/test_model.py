@@ -157,3 +157,18 @@ def test_precomputed_features_give_the_same_answer(architecture, inputs):
         other = features.clone()
         other[:, 0] += 1.0  # the given features are what the model uses
         assert not torch.equal(model.run(inputs, features=other).logits, model.run(inputs).logits)
+
+
+def test_convolutional_encoders_give_a_case_the_same_bits_alone_or_in_a_batch():
+    """oneDNN's convolution algorithm depends on the batch shape; eval mode encodes case by case."""
+    torch.manual_seed(0)
+    model = tiny_model("deq").eval()
+    inputs = tiny_inputs(batch=9, seed=3)
+    with torch.no_grad():
+        for i in (0, 1):  # image, timeseries
+            encoder = model.encoders[i]
+            together = encoder(inputs[i])
+            alone = torch.cat([encoder(inputs[i][k : k + 1]) for k in range(9)])
+            assert torch.equal(together, alone)
+    model.train()  # training keeps the fast batched path and still answers in the same shape
+    assert model.encoders[0](inputs[0]).shape == together.shape
