@@ -10,6 +10,7 @@ has finished, and the folder is written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
@@ -18,6 +19,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,10 @@ class TrainingSettings:
     label_smoothing: float = 0.1
     jacobian_weight: float = 0.5  # DEQ only: keeps f contractive so solves stay short
     jacobian_probes: int = 1
+    # DEQ only: the same penalty at points of the attribution path (inputs scaled by a
+    # random alpha in [0, 1], the path from the zero / padding baseline), where an
+    # unpenalised f can have two equilibria and Integrated Gradients cannot add up.
+    path_jacobian_weight: float = 0.0
     width: int = 128
     dropout: float = 0.5
     vector_hidden: int = 256
@@ -141,6 +147,11 @@ def train_model(
             if out.jacobian_penalty is not None:
                 loss = loss + settings.jacobian_weight * out.jacobian_penalty
                 penalty_total += out.jacobian_penalty.item() * len(index)
+            if probes and settings.path_jacobian_weight > 0:
+                alpha = torch.rand(len(index), generator=shuffle).to(device)
+                with scaled_inputs(model, inputs, alpha) as path:
+                    path_penalty = model.run(path, jacobian_probes=probes).jacobian_penalty
+                loss = loss + settings.path_jacobian_weight * path_penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -176,6 +187,30 @@ def train_model(
         "python": platform.python_version(),
     }
     return model, records, metrics
+
+
+@contextlib.contextmanager
+def scaled_inputs(model: FusionModel, inputs: Sequence[torch.Tensor], alpha: torch.Tensor):
+    """The inputs at ``alpha`` along the straight path from the zero / padding baseline.
+
+    Float modalities are scaled; text modalities keep their tokens (they set the
+    padding mask) and their embedding layer's output is scaled, as the attribution
+    path does. Yields the inputs to run the model on inside the block.
+    """
+    handles, scaled = [], []
+    for i, (modality, x) in enumerate(zip(model.config.modalities, inputs)):
+        if modality.kind == "text":
+            scale = alpha[:, None, None]
+            hook = model.encoders[i].embedding.register_forward_hook(lambda module, args, out, s=scale: out * s)
+            handles.append(hook)
+            scaled.append(x)
+        else:
+            scaled.append(x * alpha.reshape(-1, *[1] * (x.dim() - 1)).to(x.dtype))
+    try:
+        yield scaled
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def curves_csv(records: list[EpochRecord]) -> str:

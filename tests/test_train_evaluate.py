@@ -90,3 +90,34 @@ def test_calibration_error_and_alarm_rates_on_known_cases():
     predicted = np.array([0, 1, 0, 0, 1, 0, 2, 0])
     assert alarm_rates(labels, predicted, normal=0) == (0.25, 0.5)
     assert set(Evaluation.__dataclass_fields__) >= EVALUATION_KEYS
+
+
+def test_path_points_scale_floats_and_token_embeddings_and_leave_no_hook(small_inspection):
+    from deq_core.train import scaled_inputs
+
+    train, _ = small_inspection
+    model = train_model("inspection", "deq", TrainingSettings(epochs=1, batch_size=12, width=32), "cpu", False,
+                        train, small_inspection[1])[0]  # fmt: skip
+    inputs = [x[:4] for x in train.inputs]
+    alpha = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    text = [i for i, m in enumerate(model.config.modalities) if m.kind == "text"]
+    embedding = model.encoders[text[0]].embedding
+    plain = embedding(inputs[text[0]])
+    with scaled_inputs(model, inputs, alpha) as path:
+        for i, (x, p) in enumerate(zip(inputs, path)):
+            if i in text:
+                assert torch.equal(p, x)  # tokens kept: they set the padding mask
+                assert torch.allclose(embedding(p), plain * alpha[:, None, None])
+            else:
+                assert torch.allclose(p, x * alpha.reshape(-1, *[1] * (x.dim() - 1)))
+    assert torch.equal(embedding(inputs[text[0]]), plain)  # the hook is gone
+
+
+def test_the_path_penalty_trains_and_changes_the_model(small_inspection):
+    train, val = small_inspection
+    base = TrainingSettings(epochs=2, batch_size=12, width=32, seed=2)
+    with_path = TrainingSettings(epochs=2, batch_size=12, width=32, seed=2, path_jacobian_weight=1.0)
+    plain, _, _ = train_model("inspection", "deq", base, "cpu", False, train, val)
+    model, records, _ = train_model("inspection", "deq", with_path, "cpu", False, train, val)
+    assert all(np.isfinite(r.train_loss) for r in records)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
