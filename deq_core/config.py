@@ -18,7 +18,7 @@ GRADIENTS = ("implicit", "phantom")
 class SolverSettings:
     """Forward solver and gradient settings of a DEQ (the spec's reference values).
 
-    ``lam`` is relative to the mean squared residual of Anderson's window (see
+    ``lam`` is relative to the newest squared residual in Anderson's window (see
     ``solvers._anderson``); ``tol`` applies to the residual chosen by ``stop_mode``.
     """
 
