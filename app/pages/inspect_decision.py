@@ -9,7 +9,7 @@ import torch
 from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import chart
-from deq_core.attribution import BASELINES, top_features
+from deq_core.attribution import BASELINES, DEFAULT_STEPS, top_features
 from deq_core.audit import ReportSettings
 from deq_core.data.readers import READERS, InputError, text_to_tokens
 from deq_core.text import token_strings
@@ -212,7 +212,7 @@ st.subheader("Why", help="Integrated Gradients (IG) attribute the decision to ev
 settings = st.columns(3)
 target_name = settings[0].selectbox("Explain the class", list(config.class_names), index=predicted, key=f"insp_target_{case.key}",
                                     help="By default the class the model decided.")  # fmt: skip
-n_steps = settings[1].select_slider("Integration steps", [8, 16, 32, 64], value=16, key="insp_steps",
+n_steps = settings[1].select_slider("Integration steps", sorted({16, 32, 64, DEFAULT_STEPS}), value=DEFAULT_STEPS, key="insp_steps",
                                     help="More steps make IG's sum closer to the exact change (smaller delta), at more cost.")  # fmt: skip
 baseline_names = ["default", *BASELINES]
 baseline = settings[2].selectbox("Compared with", baseline_names, key="insp_baseline",
