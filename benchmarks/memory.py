@@ -1,6 +1,6 @@
 """Training-step memory benchmark: implicit differentiation (DEQFusion) vs the weight-tied unroll.
 
-    python benchmarks/memory.py [--json PATH] [--batch 64] [--repeats 5] [--threads 1]
+    python benchmarks/memory.py [--json PATH] [--batch 64] [--repeats 5] [--threads 1] [--no-checkpoint-encoders]
 
 One training step is forward + backward of the cross-entropy on a batch (no
 optimiser step, no Jacobian penalty), in train mode. Both models share the same
@@ -13,6 +13,11 @@ packed by ``torch.autograd.graph.saved_tensors_hooks`` during the forward, count
 once per storage (views share one), parameters and buffers excluded. All of it
 is alive at the end of the forward, so the sum is the peak of saved activations.
 It works on the CPU, where torch has no allocator peak counter.
+
+Both models train with their convolutional encoders checkpointed, as
+``deq_core.train`` does by default (``--no-checkpoint-encoders`` turns it off): an
+encoder then keeps only its input for the backward, which is counted here too.
+``--no-checkpoint-encoders`` measures both without it.
 """
 
 from __future__ import annotations
@@ -56,16 +61,35 @@ def _storage_counter(model: EquilibriumModel):
     return pack, storages
 
 
+def _count_checkpoint_inputs(model: EquilibriumModel, storages: dict[int, int]) -> list:
+    """Hooks adding the input of each checkpointed encoder: checkpointing keeps it for the backward.
+
+    (Inside a checkpointed region torch's own saved-tensor hooks take over, so the
+    pack hook above does not see it.)
+    """
+
+    def count(module, args):
+        storage = args[0].untyped_storage()
+        storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
+
+    return [e.net.register_forward_pre_hook(count) for e in model.encoders if e.checkpoint_activations and hasattr(e, "net")]
+
+
 def saved_activation_bytes(model: EquilibriumModel, inputs, labels, solver: SolverSettings | None = None):
     """Bytes of unique storages autograd saves during one forward; then runs the backward.
 
     Returns ``(bytes, forward f-evaluations of the DEQ solve or None)``.
     """
     pack, storages = _storage_counter(model)
+    hooks = _count_checkpoint_inputs(model, storages)
     model.zero_grad(set_to_none=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        output = model.run(inputs, solver=solver)
-        loss = F.cross_entropy(output.logits, labels)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            output = model.run(inputs, solver=solver)
+            loss = F.cross_entropy(output.logits, labels)
+    finally:
+        for hook in hooks:
+            hook.remove()
     loss.backward()
     evaluations = output.solve.function_evaluations if isinstance(model, DEQFusion) else None
     return sum(storages.values()), evaluations
@@ -74,8 +98,13 @@ def saved_activation_bytes(model: EquilibriumModel, inputs, labels, solver: Solv
 def encoder_saved_bytes(model: EquilibriumModel, inputs) -> int:
     """Bytes the encoders alone save: the same in both models, so subtracting it isolates the fusion part."""
     pack, storages = _storage_counter(model)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        features = model.encode(inputs)
+    hooks = _count_checkpoint_inputs(model, storages)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            features = model.encode(inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
     features.sum().backward()
     return sum(storages.values())
 
@@ -111,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per model (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 measures fairly under load)")
     parser.add_argument("--model", type=Path, help="model folder (default: assets/models/inspection-deq if it fits)")
+    parser.add_argument("--no-checkpoint-encoders", dest="checkpoint", action="store_false",
+                        help="save the encoders' activations (training's --no-checkpoint-encoders)")  # fmt: skip
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -126,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
 
     deq = DEQFusion(base.config.replace(architecture="deq"))
     deq.load_state_dict(base.state_dict())
+    deq.checkpoint_encoders(args.checkpoint)
     deq.train()
+    print(f"encoders checkpointed: {'yes (the training default)' if args.checkpoint else 'no'}")
     rows = []
     implicit_bytes, implicit_evaluations = saved_activation_bytes(deq, inputs, labels)
     implicit = Row("implicit (DEQFusion)", None, implicit_evaluations, implicit_bytes / MB,
@@ -140,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                         step_milliseconds(deq, inputs, labels, args.repeats, forced), args.batch, threads))  # fmt: skip
         unroll = WeightTiedFusion(base.config.replace(architecture="weight_tied", unroll_steps=steps))
         unroll.load_state_dict(base.state_dict())
+        unroll.checkpoint_encoders(args.checkpoint)
         unroll.train()
         unroll_bytes, _ = saved_activation_bytes(unroll, inputs, labels)
         rows.append(Row(f"weight-tied unroll K={steps}", steps, steps, unroll_bytes / MB,
@@ -175,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
           f"K={UNROLL_STEPS[-1]}: {implicit.saved_activation_mb - encoders:.2f} / {unroll_last.saved_activation_mb - encoders:.2f} MB "
           f"= {fusion_ratio:.3f}  -> target <= 1/5: {verdict}")  # fmt: skip
     if args.json:
-        settings = {"batch": args.batch, "repeats": args.repeats, "threads": threads, "torch": torch.__version__,
+        settings = {"checkpoint_encoders": args.checkpoint, "batch": args.batch, "repeats": args.repeats, "threads": threads, "torch": torch.__version__,
                     "fusion_model": description, "inputs": source}  # fmt: skip
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"settings": settings, "rows": [asdict(r) for r in rows], "figures": figures}, indent=2) + "\n")

@@ -148,6 +148,14 @@ class FusionModel(nn.Module):
         for encoder, x in zip(self.encoders, inputs):
             encoder.fit_statistics(x.to(self.device))
 
+    def checkpoint_encoders(self, on: bool = True) -> None:
+        """Recompute convolutional encoders' activations in the backward instead of saving them.
+
+        A training-time memory switch (the gradients do not change); training turns it on.
+        """
+        for encoder in self.encoders:
+            encoder.checkpoint_activations = on
+
     def input_means(self) -> tuple[torch.Tensor, ...]:
         """Training-mean input of each modality, ``(*shape)``; zeros (padding) for text."""
         return tuple(e.input_mean for e in self.encoders)

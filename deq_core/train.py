@@ -55,6 +55,9 @@ class TrainingSettings:
     vector_hidden: int = 256
     unroll_steps: int = 10
     seed: int = 0
+    # Recompute conv-encoder activations in the backward (same gradients, less memory:
+    # see benchmarks/memory.py); --no-checkpoint-encoders trades the memory for ~10% time.
+    checkpoint_encoders: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def train_model(
         normal_class=train_data.normal_class,
     )
     model = build_model(config).to(device)
+    model.checkpoint_encoders(settings.checkpoint_encoders)
     model.fit_statistics(train_data.inputs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-len(train_data) // settings.batch_size)
@@ -169,6 +173,7 @@ def train_model(
             best_key, best_epoch = key, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
+    model.checkpoint_encoders(False)
     model.eval()
     metrics = {
         "dataset": dataset,
@@ -230,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="model folder to write")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     for field in dataclasses.fields(TrainingSettings):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(getattr(defaults, field.name)),
-                            default=getattr(defaults, field.name))  # fmt: skip
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):  # --flag / --no-flag: type=bool would read "False" as True
+            parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -172,3 +172,34 @@ def test_convolutional_encoders_give_a_case_the_same_bits_alone_or_in_a_batch():
             assert torch.equal(together, alone)
     model.train()  # training keeps the fast batched path and still answers in the same shape
     assert model.encoders[0](inputs[0]).shape == together.shape
+
+
+def _saved_bytes_and_grads(model, inputs, labels):
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.untyped_storage().nbytes())
+        return tensor
+
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(5)  # the same dropout masks in both runs
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = F.cross_entropy(model.run(inputs).logits, labels)
+    loss.backward()
+    return sum(saved), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_checkpointed_encoders_give_the_same_gradients_and_save_less():
+    torch.manual_seed(0)
+    model = tiny_model("deq").train()
+    inputs = tiny_inputs(batch=6, seed=4)
+    labels = torch.arange(6) % len(model.config.class_names)
+    plain_bytes, plain_grads = _saved_bytes_and_grads(model, inputs, labels)
+    model.checkpoint_encoders(True)
+    checkpointed_bytes, checkpointed_grads = _saved_bytes_and_grads(model, inputs, labels)
+    assert plain_grads.keys() == checkpointed_grads.keys()
+    assert all(torch.equal(plain_grads[k], checkpointed_grads[k]) for k in plain_grads)
+    assert checkpointed_bytes < plain_bytes
+    model.eval()  # eval mode ignores the switch: explanations keep the case-by-case path
+    with torch.no_grad():
+        assert torch.equal(model.encoders[0](inputs[0][:2]), torch.cat([model.encoders[0](inputs[0][k : k + 1]) for k in (0, 1)]))

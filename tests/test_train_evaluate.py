@@ -57,7 +57,8 @@ def test_training_is_reproducible_for_a_seed(small_inspection):
 def test_cli_trains_writes_the_folder_and_evaluates_as_json(tmp_path, capsys):
     out = tmp_path / "hw-late"
     assert train_main(["--dataset", "handwritten", "--model", "late", "--out", str(out), "--epochs", "1",
-                       "--width", "32", "--quiet"]) == 0  # fmt: skip
+                       "--width", "32", "--no-checkpoint-encoders", "--quiet"]) == 0  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["settings"]["checkpoint_encoders"] is False
     assert {"weights.safetensors", "config.json", "checksums.json", "metrics.json", "curves.csv"} <= {
         p.name for p in out.iterdir()
     }
