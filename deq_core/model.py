@@ -126,6 +126,23 @@ class FusionUpdate(nn.Module):
         return out
 
 
+class BoundUpdate:
+    """f(z) = update(z; x) with the cases' injection bound: what the solvers iterate.
+
+    ``rows(index)`` is the same f for some of the cases, which lets a batched solver
+    stop evaluating cases that have converged (see ``solvers._Flat``).
+    """
+
+    def __init__(self, update: FusionUpdate, x: torch.Tensor, x_fuse: torch.Tensor):
+        self.update, self.x, self.x_fuse = update, x, x_fuse
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.update(z, self.x, self.x_fuse)
+
+    def rows(self, index: torch.Tensor) -> BoundUpdate:
+        return BoundUpdate(self.update, self.x[index], self.x_fuse[index])
+
+
 class FusionModel(nn.Module):
     """Shared parts: one encoder per modality (by kind) and a linear head on width d."""
 
@@ -199,7 +216,7 @@ class EquilibriumModel(FusionModel):
         x = self.encode(inputs, features)
         x_fuse = self.update.inject(x)
         z0 = x.new_zeros(x.shape[0], self.n_modalities + 1, self.config.width)
-        return (lambda z: self.update(z, x, x_fuse)), z0
+        return BoundUpdate(self.update, x, x_fuse), z0
 
     def parts(self, inputs: Sequence[torch.Tensor], states: torch.Tensor):
         """Evaluate f at given states of the same cases.
@@ -230,7 +247,9 @@ class DEQFusion(EquilibriumModel):
         settings = solver or self.config.solver
         f, z0 = self.bind(inputs, features)
         with torch.no_grad():
-            result = solve(f, z0, record=record, **settings.options())
+            # Training keeps every case in every f-evaluation (bit-reproducible retraining);
+            # inference lets converged cases leave the batch.
+            result = solve(f, z0, record=record, compact=not self.training, **settings.options())
         penalty = None
         if torch.is_grad_enabled():
             if settings.gradient == "implicit":

@@ -12,7 +12,8 @@ properties matter for explanation tools and are guaranteed here:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +95,15 @@ class _Tracker:
         self.relative = torch.zeros_like(self.absolute)
         self.states: list[torch.Tensor] = []
         self.step = 0
+        self.stopped = 0  # samples of the working set that have stopped, as of the last finished()
+        # Once compacted, the per-sample tensors above hold only the working set: working
+        # row i is sample rows[i] of the batch, and ``_full`` keeps every sample's last state.
+        self.rows: torch.Tensor | None = None
+        self._full: dict[str, torch.Tensor] = {}
+
+    _PER_SAMPLE = ("done", "diverged", "converged", "iterations", "best_z", "best_residual", "smallest_absolute",
+                   "best_iteration", "scale")  # fmt: skip
+    _TRACES = ("absolute", "relative")
 
     def observe(self, z: torch.Tensor, fz: torch.Tensor, residual: torch.Tensor | None = None) -> None:
         """Record iterate z (flattened ``(batch, n)``) and its image f(z); update who is done."""
@@ -130,14 +140,61 @@ class _Tracker:
         self.done |= hit | blowup
         self.step += 1
 
+    def keep_done(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """``new`` for samples still running, ``old`` for those that have stopped: ``(batch, n)``."""
+        return torch.where(self.done[:, None], old, new)
+
     def finished(self) -> bool:
+        if self.step >= self.max_iter:
+            return True
         # The one host sync per iteration: it is what lets the loop end early.
-        return self.step >= self.max_iter or bool(self.done.all())
+        self.stopped = int(self.done.sum())
+        return self.stopped == len(self.done)
+
+    def should_compact(self) -> bool:
+        """Worth dropping the stopped samples from the working set (an eighth of it or more)."""
+        return not self.record and self.stopped > 0 and 8 * self.stopped >= len(self.done)
+
+    def compact(self) -> torch.Tensor:
+        """Keep only the samples still running; returns their indices in the working set.
+
+        Stopped samples keep their results in ``_full``; the solver indexes its own
+        per-sample tensors (and f, through ``rows``) with the returned indices.
+        """
+        self._store()
+        keep = (~self.done).nonzero().flatten()
+        for name in self._PER_SAMPLE:
+            setattr(self, name, getattr(self, name)[keep])
+        for name in self._TRACES:
+            setattr(self, name, getattr(self, name)[:, keep])
+        self.rows = keep if self.rows is None else self.rows[keep]
+        self.stopped = 0
+        return keep
+
+    def gather(self) -> None:
+        """After the loop (in its inference mode): every sample's state back in the batch's tensors."""
+        if self.rows is not None:
+            self._store()
+            for name, tensor in self._full.items():
+                setattr(self, name, tensor)
+            self.rows = None
+
+    def _store(self) -> None:
+        """Write the working set's state into the whole batch's (the first time: take it as is)."""
+        if self.rows is None:
+            self._full = {name: getattr(self, name) for name in (*self._PER_SAMPLE, *self._TRACES)}
+            return
+        for name in self._PER_SAMPLE:
+            self._full[name][self.rows] = getattr(self, name)
+        for name in self._TRACES:
+            self._full[name][:, self.rows] = getattr(self, name)
 
     def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
+        # Called outside the solve's inference mode: every tensor handed out is a copy, so
+        # callers can attach gradients to z or write into the others.
         lengths = self.iterations.tolist()
-        absolute = self.absolute.T.cpu()
-        relative = self.relative.T.cpu()
+        absolute = self.absolute.T.to("cpu", copy=True)
+        relative = self.relative.T.to("cpu", copy=True)
         status = tuple(
             "converged" if c else "diverged" if d else "max_iter"
             for c, d in zip(self.converged.tolist(), self.diverged.tolist())
@@ -146,11 +203,11 @@ class _Tracker:
         if self.record:
             states = torch.stack(self.states).reshape(len(self.states), *shape)
         return SolveResult(
-            z=self.best_z.reshape(shape),
-            iterations=self.iterations,
+            z=self.best_z.reshape(shape).clone(),
+            iterations=self.iterations.clone(),
             absolute_residuals=_traces(absolute, lengths),
             relative_residuals=_traces(relative, lengths),
-            best_iteration=self.best_iteration,
+            best_iteration=self.best_iteration.clone(),
             converged=self.converged.clone(),
             status=status,
             method=method,
@@ -162,14 +219,118 @@ class _Tracker:
         )
 
 
-def _fixed_point(g: Function, z: torch.Tensor, tracker: _Tracker, damping: float = 1.0, **_) -> int:
+class _SingleTracker:
+    """The rules of ``_Tracker`` for a batch of one sample, with its scalars on the host.
+
+    One sample needs no masks: its three norms come to the host once per iteration
+    (the one sync the batched tracker also makes, for ``done.all()``) and every rule
+    is a float comparison. That is a handful of tensor operations per iteration
+    instead of about thirty, which is most of a solve's cost at batch 1, where one
+    f-evaluation of the fusion model takes about as long as thirty small operations.
+    """
+
+    def __init__(self, z0: torch.Tensor, tol: float, stop_mode: str, max_iter: int, record: bool):
+        self.tol, self.stop_mode, self.max_iter, self.record = tol, stop_mode, max_iter, record
+        self.dtype, self.device = z0.dtype, z0.device
+        self.done = self.converged = self.diverged = False
+        self.best_z = z0
+        self.best_residual = self.smallest_absolute = math.inf
+        self.best_iteration = 0
+        self.absolute: list[float] = []
+        self.relative: list[float] = []
+        self.states: list[torch.Tensor] = []
+        self.step = 0
+
+    @staticmethod
+    def norms(z: torch.Tensor, fz: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``(3,)`` float64 ||f(z) - z||, ||f(z)||, ||z||, computed in z's dtype as ``_Tracker`` does."""
+        r = fz - z if residual is None else residual
+        return torch.linalg.vector_norm(torch.cat([r, fz, z]), dim=1).double()
+
+    def observe(self, z, fz, residual=None, norms: Sequence[float] | None = None) -> None:
+        """As ``_Tracker.observe``; ``norms`` (host floats from ``norms()``) saves the sync here."""
+        absolute, image_norm, z_norm = self.norms(z, fz, residual).tolist() if norms is None else norms
+        k = self.step
+        absolute = math.inf if math.isnan(absolute) else absolute
+        relative = absolute / (image_norm + _TINY)
+        relative = math.inf if math.isnan(relative) else relative
+        self.absolute.append(absolute)
+        self.relative.append(relative)
+        if self.record:
+            self.states.append(z.detach().cpu())
+        measure = absolute if self.stop_mode == "abs" else relative
+        if measure < self.best_residual:
+            self.best_z, self.best_residual, self.best_iteration = z, measure, k
+        self.smallest_absolute = min(self.smallest_absolute, absolute)
+        if k == 0:
+            self.scale = z_norm + image_norm + _TINY
+        runaway = z_norm > BLOWUP_FACTOR * self.scale
+        hit = measure <= self.tol and not runaway
+        blowup = absolute > BLOWUP_FACTOR * self.smallest_absolute or runaway or math.isinf(absolute)
+        self.converged, self.diverged, self.done = hit, blowup and not hit, hit or blowup
+        self.step += 1
+
+    def keep_done(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        return old if self.done else new
+
+    def finished(self) -> bool:
+        return self.done or self.step >= self.max_iter
+
+    def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
+        status = "converged" if self.converged else "diverged" if self.diverged else "max_iter"
+        return SolveResult(
+            z=self.best_z.reshape(shape).clone(),
+            iterations=torch.tensor([self.step], device=self.device),
+            absolute_residuals=(torch.tensor(self.absolute, dtype=self.dtype),),
+            relative_residuals=(torch.tensor(self.relative, dtype=self.dtype),),
+            best_iteration=torch.tensor([self.best_iteration], device=self.device),
+            converged=torch.tensor([self.converged], device=self.device),
+            status=(status,),
+            method=method,
+            tol=self.tol,
+            stop_mode=self.stop_mode,
+            max_iter=self.max_iter,
+            function_evaluations=evaluations,
+            states=torch.stack(self.states).reshape(len(self.states), *shape) if self.record else None,
+        )
+
+
+class _Flat:
+    """f on flattened states ``(rows, n)``; ``rows(index)`` restricts it to some of its samples.
+
+    The restriction needs f's cooperation: an f with a ``rows(index)`` method returning
+    f for those samples of its batch (``EquilibriumModel.bind`` gives one). With it,
+    the batched solvers drop stopped samples instead of evaluating them until the
+    slowest sample is done; without it, f is always evaluated on the whole batch.
+    """
+
+    def __init__(self, f: Function, state_shape: tuple[int, ...], restrict: bool = True):
+        self.f, self.state_shape = f, state_shape
+        self.can_restrict = restrict and callable(getattr(f, "rows", None))
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.f(z.reshape(len(z), *self.state_shape)).reshape(len(z), -1)
+
+    def rows(self, index: torch.Tensor) -> _Flat:
+        return _Flat(self.f.rows(index), self.state_shape)
+
+
+def _compacted(g: _Flat, tracker: _Tracker, *tensors: torch.Tensor | None):
+    """``(g, *tensors)`` restricted to the running samples, when that is possible and pays."""
+    if not (g.can_restrict and isinstance(tracker, _Tracker) and tracker.should_compact()):
+        return (g, *tensors)
+    keep = tracker.compact()
+    return (g.rows(keep), *(None if t is None else t[keep] for t in tensors))
+
+
+def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, damping: float = 1.0, **_) -> int:
     evaluations = 0
     while not tracker.finished():
+        g, z = _compacted(g, tracker, z)
         fz = g(z)
         evaluations += 1
         tracker.observe(z, fz)
-        step = (1 - damping) * z + damping * fz
-        z = torch.where(tracker.done[:, None], z, step)
+        z = tracker.keep_done(z, fz if damping == 1 else (1 - damping) * z + damping * fz)
     return evaluations
 
 
@@ -189,6 +350,8 @@ def _anderson(
     mean (dominated by its oldest, largest residual) it still swamps the Gram matrix
     near convergence, the spec's known pitfall, and costs 1-2 extra f-evaluations.
     """
+    if isinstance(tracker, _SingleTracker):
+        return _anderson_single(g, z, tracker, memory, beta, lam)
     batch, n = z.shape
     F = torch.empty(batch, memory, n, dtype=z.dtype, device=z.device)  # slots are written before they are read
     X = torch.empty_like(F) if beta != 1 else None  # iterates are only needed to mix with beta < 1
@@ -207,6 +370,7 @@ def _anderson(
     evaluations = 0
     k = 0
     while not tracker.finished():
+        g, z, F, X, R, gram, H, rhs, plain = _compacted(g, tracker, z, F, X, R, gram, H, rhs, plain)
         fz = g(z)
         evaluations += 1
         r = fz - z
@@ -219,7 +383,7 @@ def _anderson(
         k += 1
         m = min(k, memory)
         # r R^T reads R along its contiguous rows: faster than R r on the CPU.
-        row = (R[:, slot : slot + 1] @ R[:, :m].transpose(1, 2))[:, 0]
+        row = torch.bmm(R[:, slot : slot + 1], R[:, :m].transpose(1, 2))[:, 0]
         gram[:, slot, :m] = row
         gram[:, :m, slot] = row
         if m == 1:
@@ -237,10 +401,99 @@ def _anderson(
             fallback = plain[:, :m].zero_()
             fallback[:, slot] = 1
             alpha = torch.where(ok[:, None], alpha, fallback)
-            candidate = (alpha[:, None] @ F[:, :m])[:, 0]
+            candidate = torch.bmm(alpha[:, None], F[:, :m])[:, 0]
             if X is not None:
-                candidate = beta * candidate + (1 - beta) * (alpha[:, None] @ X[:, :m])[:, 0]
-        z = torch.where(tracker.done[:, None], z, candidate)
+                candidate = beta * candidate + (1 - beta) * torch.bmm(alpha[:, None], X[:, :m])[:, 0]
+        z = tracker.keep_done(z, candidate)
+    return evaluations
+
+
+def _mixing_weights(gram: list[list[float]], m: int, regulariser: float) -> list[float] | None:
+    """Anderson's weights alpha = A^-1 1 / (1^T A^-1 1), A = gram[:m, :m] + regulariser I.
+
+    The solution of the bordered system the batched path solves with LU, here by a
+    Cholesky factorisation of the small symmetric positive definite A in Python
+    floats (float64): for m <= 6 that is faster than any call into LAPACK, which
+    runs cold between two f-evaluations. ``None`` when A is not numerically
+    positive definite or the weights are not finite (the caller takes the plain step).
+    """
+    L = [[0.0] * m for _ in range(m)]
+    for i in range(m):
+        row_i, gram_i = L[i], gram[i]
+        for j in range(i + 1):
+            row_j = L[j]
+            total = gram_i[j]
+            for k in range(j):
+                total -= row_i[k] * row_j[k]
+            if i == j:
+                total += regulariser
+                if not total > 0:
+                    return None
+                row_i[i] = math.sqrt(total)
+            else:
+                row_i[j] = total / row_j[j]
+    y = [0.0] * m
+    for i in range(m):  # L u = 1
+        total = 1.0
+        for k in range(i):
+            total -= L[i][k] * y[k]
+        y[i] = total / L[i][i]
+    for i in reversed(range(m)):  # L^T y = u
+        total = y[i]
+        for k in range(i + 1, m):
+            total -= L[k][i] * y[k]
+        y[i] = total / L[i][i]
+    norm = sum(y)
+    if not (math.isfinite(norm) and norm != 0):
+        return None
+    return [v / norm for v in y]
+
+
+def _anderson_single(
+    g: Function, z: torch.Tensor, tracker: _SingleTracker, memory: int, beta: float, lam: float
+) -> int:
+    """``_anderson`` for one sample: the same iterates, with the small system on the host.
+
+    The Gram row and the tracker's norms come to the host together (one sync per
+    iteration) and the mixing weights are solved there in float64
+    (``_mixing_weights``); only the mix of stored images is a tensor operation.
+    """
+    # Histories keep the batched layout (a batch of one), so that the products below run
+    # the same kernels as on the batched path and round the same: Anderson amplifies
+    # last-bit differences over tens of iterations.
+    n = z.shape[1]
+    F = z.new_empty(1, memory, n)
+    X = z.new_empty(1, memory, n) if beta != 1 else None
+    R = torch.empty(1, memory, n, dtype=torch.float64, device=z.device)
+    gram = [[0.0] * memory for _ in range(memory)]
+    evaluations = 0
+    k = 0
+    while not tracker.finished():
+        fz = g(z)
+        evaluations += 1
+        r = fz - z
+        slot = k % memory
+        F[:, slot] = fz
+        R[:, slot] = r
+        if X is not None:
+            X[:, slot] = z
+        k += 1
+        m = min(k, memory)
+        row = torch.bmm(R[:, slot : slot + 1], R[:, :m].transpose(1, 2))[0, 0]
+        values = torch.cat([tracker.norms(z, fz, r), row]).tolist()
+        tracker.observe(z, fz, norms=values[:3])
+        if tracker.finished():
+            break  # the batched solver's next candidate would be discarded by keep_done
+        for j, value in enumerate(values[3:]):
+            gram[slot][j] = gram[j][slot] = value
+        alpha = _mixing_weights(gram, m, lam * max(gram[slot][slot], _TINY)) if m > 1 else None
+        if alpha is None:
+            z = fz  # the plain step (m = 1, or a failed small system, as on the batched path)
+            continue
+        weights = torch.tensor([[alpha]], dtype=z.dtype, device=z.device)
+        z = torch.bmm(weights, F[:, :m])[:, 0]
+        if X is not None:
+            z = beta * z + (1 - beta) * torch.bmm(weights, X[:, :m])[:, 0]
     return evaluations
 
 
@@ -264,8 +517,9 @@ def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker, **_) -> int:
     tracker.observe(z, fz)
     used = 0
     while not tracker.finished():
+        g, z, r, U, V = _compacted(g, tracker, z, r, U, V)
         update = -inverse_times(r, used)
-        update = torch.where(tracker.done[:, None], torch.zeros_like(update), update)
+        update = tracker.keep_done(torch.zeros_like(update), update)
         z_new = z + update
         fz_new = g(z_new)
         evaluations += 1
@@ -295,6 +549,7 @@ def solve(
     max_iter: int = 55,
     stop_mode: str = "rel",
     record: bool = False,
+    compact: bool = True,
     **options,
 ) -> SolveResult:
     """Find z* = f(z*) for each sample of a batch.
@@ -308,6 +563,10 @@ def solve(
         max_iter: at most this many f-evaluations per sample.
         stop_mode: ``"abs"`` uses ||f(z) - z||, ``"rel"`` divides it by ||f(z)||.
         record: keep every iterate (on the CPU) in ``SolveResult.states``.
+        compact: when f offers ``rows(index)`` (see ``_Flat``), stop evaluating samples
+            that have stopped. A sample's f-evaluation in a smaller batch may round
+            differently in the last bits; ``False`` keeps every evaluation on the whole
+            batch (training does, so a retrain reproduces a model bit for bit).
 
     Returns:
         A ``SolveResult``; run it under ``torch.no_grad()`` and re-attach gradients
@@ -323,12 +582,17 @@ def solve(
         raise ValueError("tol must be positive")
     shape = z0.shape
     flat = z0.reshape(shape[0], -1)
+    g = _Flat(f, tuple(shape[1:]), restrict=compact)
 
-    def g(z: torch.Tensor) -> torch.Tensor:
-        return f(z.reshape(shape)).reshape(shape[0], -1)
-
-    tracker = _Tracker(flat, tol, stop_mode, max_iter, record)
-    evaluations = _SOLVERS[method](g, flat, tracker, **options)
+    tracker = (_SingleTracker if shape[0] == 1 else _Tracker)(flat, tol, stop_mode, max_iter, record)
+    # Without autograd the loop runs in inference mode: no version counters or
+    # autograd metadata on its tensors, 10-20% less time per f-evaluation of a small
+    # model. The adjoint solve of the implicit gradient needs autograd inside f, so it
+    # runs with gradients enabled and keeps the plain mode.
+    with torch.inference_mode(not torch.is_grad_enabled()):
+        evaluations = _SOLVERS[method](g, flat, tracker, **options)
+        if isinstance(tracker, _Tracker):
+            tracker.gather()
     return tracker.result(shape, method, evaluations)
 
 

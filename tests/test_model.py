@@ -203,3 +203,22 @@ def test_checkpointed_encoders_give_the_same_gradients_and_save_less():
     model.eval()  # eval mode ignores the switch: explanations keep the case-by-case path
     with torch.no_grad():
         assert torch.equal(model.encoders[0](inputs[0][:2]), torch.cat([model.encoders[0](inputs[0][k : k + 1]) for k in (0, 1)]))
+
+
+def test_training_solves_keep_the_whole_batch_and_inference_drops_converged_cases(monkeypatch):
+    from deq_core.model import BoundUpdate
+
+    restricted = []
+    original = BoundUpdate.rows
+    monkeypatch.setattr(BoundUpdate, "rows", lambda self, index: restricted.append(len(index)) or original(self, index))
+    model = tiny_model("deq")
+    make_contractive(model)
+    inputs = tiny_inputs(batch=16, seed=5)
+    model.train()
+    model.run(inputs)
+    assert restricted == []  # training: every f-evaluation on the whole batch (bit-reproducible retraining)
+    model.eval()
+    with torch.no_grad():
+        output = model.run(inputs)
+    assert len(set(output.solve.iterations.tolist())) > 1
+    assert restricted and max(restricted) < 16

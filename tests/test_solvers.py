@@ -150,3 +150,56 @@ def test_unrolled_result_reports_the_unroll_residuals():
     assert torch.allclose(result.absolute_residuals[0][3], (states[4] - states[3])[0].norm())
     short = unrolled_result(states[:4], tol=1e-8, stop_mode="abs")
     assert short.status == ("max_iter",) * 5
+
+
+class RowFunction:
+    """tanh(W z) * 0.9 + b that can be restricted to some samples, counting the rows it evaluates."""
+
+    def __init__(self, W, b, counter):
+        self.W, self.b, self.counter = W, b, counter
+
+    def __call__(self, z):
+        self.counter.append(len(z))
+        return torch.tanh(z @ self.W.T) * 0.9 + self.b
+
+    def rows(self, index):
+        return RowFunction(self.W, self.b[index], self.counter)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_stopped_samples_leave_the_batch_when_f_can_be_restricted(method):
+    torch.set_default_dtype(torch.float32)
+    W, b = per_sample_problem(64, seed=3)
+    full = solve(lambda z: torch.tanh(z @ W.T) * 0.9 + b, torch.zeros(64, 32), method=method, tol=1e-5, max_iter=100)
+    evaluated = []
+    compact = solve(RowFunction(W, b, evaluated), torch.zeros(64, 32), method=method, tol=1e-5, max_iter=100)
+    assert len(set(full.iterations.tolist())) > 1
+    assert torch.equal(compact.iterations, full.iterations)
+    assert compact.status == full.status and torch.equal(compact.best_iteration, full.best_iteration)
+    assert (compact.z - full.z).abs().max() <= 1e-6
+    for a, b_ in zip(compact.relative_residuals, full.relative_residuals):
+        assert torch.allclose(a, b_, rtol=1e-2, atol=1e-6)
+    assert compact.function_evaluations == full.function_evaluations == len(evaluated)
+    assert sum(evaluated) < 64 * len(evaluated)  # converged samples were not evaluated again
+    assert min(evaluated) < 64
+    evaluated.clear()
+    whole = solve(RowFunction(W, b, evaluated), torch.zeros(64, 32), method=method, tol=1e-5, max_iter=100, compact=False)
+    assert set(evaluated) == {64} and torch.equal(whole.z, full.z)
+
+
+def test_single_sample_mixing_weights_solve_the_bordered_system():
+    from deq_core.solvers import _mixing_weights
+
+    g = torch.Generator().manual_seed(0)
+    for m in (2, 4, 6):
+        residuals = torch.randn(m, 50, generator=g, dtype=torch.float64)
+        gram = residuals @ residuals.T
+        reg = 1e-4 * float(gram[-1, -1])
+        H = torch.zeros(m + 1, m + 1, dtype=torch.float64)
+        H[0, 1:] = H[1:, 0] = 1
+        H[1:, 1:] = gram + reg * torch.eye(m, dtype=torch.float64)
+        expected = torch.linalg.solve(H, torch.eye(m + 1, dtype=torch.float64)[:, 0])[1:]
+        weights = torch.tensor(_mixing_weights(gram.tolist(), m, reg), dtype=torch.float64)
+        assert torch.allclose(weights, expected, rtol=1e-9, atol=1e-12)
+        assert abs(float(weights.sum()) - 1) < 1e-12
+    assert _mixing_weights([[-1.0, 0.0], [0.0, 1.0]], 2, 0.0) is None  # not positive definite: plain step
