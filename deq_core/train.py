@@ -50,6 +50,10 @@ class TrainingSettings:
     # random alpha in [0, 1], the path from the zero / padding baseline), where an
     # unpenalised f can have two equilibria and Integrated Gradients cannot add up.
     path_jacobian_weight: float = 0.0
+    # Each training case loses each modality with this probability (its input replaced by
+    # the training mean, the product's "drop" corruption; at least one modality is kept),
+    # so the fusion learns to decide from any subset, as late fusion's averaged heads do.
+    modality_dropout: float = 0.0
     width: int = 128
     dropout: float = 0.5
     vector_hidden: int = 256
@@ -146,6 +150,8 @@ def train_model(
         for index in batches(len(train_data), settings.batch_size, shuffle):
             inputs = [x[index].to(device) for x in train_data.inputs]
             labels = train_data.labels[index].to(device)
+            if settings.modality_dropout > 0:
+                inputs = drop_modalities(model, inputs, settings.modality_dropout, shuffle)
             out = model.run(inputs, jacobian_probes=probes)
             loss = F.cross_entropy(out.logits, labels, label_smoothing=settings.label_smoothing)
             if out.jacobian_penalty is not None:
@@ -192,6 +198,20 @@ def train_model(
         "python": platform.python_version(),
     }
     return model, records, metrics
+
+
+def drop_modalities(
+    model: FusionModel, inputs: Sequence[torch.Tensor], probability: float, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Each case's modalities replaced by their training mean with ``probability``, keeping at least one."""
+    batch = len(inputs[0])
+    dropped = torch.rand(batch, len(inputs), generator=generator) < probability
+    dropped[dropped.all(dim=1)] = False  # a case with nothing left keeps everything
+    out = []
+    for x, mean, mask in zip(inputs, model.input_means(), dropped.T):
+        mask = mask.to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
+        out.append(torch.where(mask, mean.to(x.dtype).expand_as(x), x))
+    return out
 
 
 @contextlib.contextmanager

@@ -123,3 +123,29 @@ def test_the_path_penalty_trains_and_changes_the_model(small_inspection):
     model, records, _ = train_model("inspection", "deq", with_path, "cpu", False, train, val)
     assert all(np.isfinite(r.train_loss) for r in records)
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
+
+
+def test_modality_dropout_replaces_whole_modalities_by_the_training_mean_and_keeps_one():
+    from deq_core.config import ModelConfig
+    from deq_core.model import build_model
+    from deq_core.train import drop_modalities
+
+    data = generate_inspection("test").subset(range(40))
+    model = build_model(ModelConfig(architecture="late", modalities=data.modalities, class_names=data.class_names, width=16))
+    model.fit_statistics(data.inputs)
+    generator = torch.Generator().manual_seed(0)
+    dropped = drop_modalities(model, data.inputs, 0.6, generator)
+    kept_any = torch.zeros(40, dtype=torch.bool)
+    seen_drop = False
+    for x, out, mean in zip(data.inputs, dropped, model.input_means()):
+        same = (out == x).flatten(1).all(dim=1)
+        is_mean = (out == mean.to(x.dtype)).flatten(1).all(dim=1)
+        assert (same | is_mean).all()  # a modality is kept whole or replaced whole
+        kept_any |= same
+        seen_drop |= bool((is_mean & ~same).any())
+    assert kept_any.all() and seen_drop
+    assert all(torch.equal(a, b) for a, b in zip(drop_modalities(model, data.inputs, 0.0, generator), data.inputs))
+    settings = TrainingSettings(epochs=1, batch_size=12, width=32, modality_dropout=0.3)
+    train = generate_inspection("train").subset(range(48))
+    model, records, _ = train_model("inspection", "deq", settings, "cpu", False, train, data)
+    assert np.isfinite(records[-1].train_loss)
