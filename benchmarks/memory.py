@@ -15,9 +15,9 @@ is alive at the end of the forward, so the sum is the peak of saved activations.
 It works on the CPU, where torch has no allocator peak counter.
 
 Both models train with their convolutional encoders checkpointed, as
-``deq_core.train`` does by default (``--no-checkpoint-encoders`` turns it off): an
-encoder then keeps only its input for the backward, which is counted here too.
-``--no-checkpoint-encoders`` measures both without it.
+``deq_core.train`` does by default: an encoder then keeps only its input for the
+backward, which is counted here too. ``--no-checkpoint-encoders`` measures both
+models without it, as training's flag of the same name trains.
 """
 
 from __future__ import annotations
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
           f"K={UNROLL_STEPS[-1]}: {implicit.saved_activation_mb - encoders:.2f} / {unroll_last.saved_activation_mb - encoders:.2f} MB "
           f"= {fusion_ratio:.3f}  -> target <= 1/5: {verdict}")  # fmt: skip
     if args.json:
-        settings = {"checkpoint_encoders": args.checkpoint, "batch": args.batch, "repeats": args.repeats, "threads": threads, "torch": torch.__version__,
+        settings = {"checkpoint_encoders": args.checkpoint,
+                    "batch": args.batch, "repeats": args.repeats, "threads": threads, "torch": torch.__version__,
                     "fusion_model": description, "inputs": source}  # fmt: skip
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"settings": settings, "rows": [asdict(r) for r in rows], "figures": figures}, indent=2) + "\n")
