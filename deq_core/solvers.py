@@ -8,6 +8,11 @@ properties matter for explanation tools and are guaranteed here:
 * lowest-residual return: each sample gets back the iterate whose residual
   ||f(z) - z|| was smallest, together with that residual;
 * honest traces: residual traces are returned at each sample's true length.
+
+Where the time goes, and what keeps it down: without autograd the loop runs in
+inference mode; a batch of one sample takes ``_SingleTracker`` and, for Anderson,
+``_anderson_single`` (scalars on the host, no masks); and when f offers
+``rows(index)`` a batched solve drops the samples that have stopped (``_Flat``).
 """
 
 from __future__ import annotations
