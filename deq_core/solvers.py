@@ -339,6 +339,19 @@ def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, damping: float = 
     return evaluations
 
 
+def _remember(F, R, X, slot: int, m: int, z, fz, r) -> torch.Tensor:
+    """Store f(z), the residual (and z, for beta < 1) in history ``slot``; return ``(batch, m)`` r R^T.
+
+    Shared by the batched and the one-sample Anderson so both run the same kernels.
+    """
+    F[:, slot] = fz
+    R[:, slot] = r
+    if X is not None:
+        X[:, slot] = z
+    # r R^T reads R along its contiguous rows: faster than R r on the CPU.
+    return torch.bmm(R[:, slot : slot + 1], R[:, :m].transpose(1, 2))[:, 0]
+
+
 def _anderson(
     g: Function,
     z: torch.Tensor,
@@ -380,15 +393,9 @@ def _anderson(
         evaluations += 1
         r = fz - z
         tracker.observe(z, fz, r)
-        slot = k % memory
-        F[:, slot] = fz
-        R[:, slot] = r
-        if X is not None:
-            X[:, slot] = z
+        slot, m = k % memory, min(k + 1, memory)
         k += 1
-        m = min(k, memory)
-        # r R^T reads R along its contiguous rows: faster than R r on the CPU.
-        row = torch.bmm(R[:, slot : slot + 1], R[:, :m].transpose(1, 2))[:, 0]
+        row = _remember(F, R, X, slot, m, z, fz, r)
         gram[:, slot, :m] = row
         gram[:, :m, slot] = row
         if m == 1:
@@ -477,14 +484,9 @@ def _anderson_single(
         fz = g(z)
         evaluations += 1
         r = fz - z
-        slot = k % memory
-        F[:, slot] = fz
-        R[:, slot] = r
-        if X is not None:
-            X[:, slot] = z
+        slot, m = k % memory, min(k + 1, memory)
         k += 1
-        m = min(k, memory)
-        row = torch.bmm(R[:, slot : slot + 1], R[:, :m].transpose(1, 2))[0, 0]
+        row = _remember(F, R, X, slot, m, z, fz, r)[0]
         values = torch.cat([tracker.norms(z, fz, r), row]).tolist()
         tracker.observe(z, fz, norms=values[:3])
         if tracker.finished():
