@@ -38,34 +38,33 @@ def attach_implicit_gradient(
     (implicit function theorem), at the memory cost of a single f evaluation.
     Works in train and eval mode alike, whenever autograd is enabled.
     """
-    z_leaf = z_star.detach().requires_grad_()
-    z_out = f(z_leaf)
+    fixed_point = z_star.detach()
+    z_out = f(fixed_point.detach().requires_grad_())
     if not z_out.requires_grad:
         return z_out
-    busy = False
 
+    # The hook must not refer to z_out or its graph: it is stored on that graph, and the
+    # cycle would run through autograd's C++ nodes, which Python's garbage collector
+    # cannot see, so every step's graph with all its saved tensors would stay in memory
+    # (measured: +700 MB per training run of 2 epochs on inspection). The products J^T y
+    # come from a second evaluation of f at z*, made inside the backward.
     def adjoint(grad: torch.Tensor) -> torch.Tensor:
-        nonlocal busy
-        if busy:  # the vector-Jacobian products below pass through this tensor too
-            return grad
+        with torch.enable_grad():
+            z_in = fixed_point.detach().requires_grad_()
+            image = f(z_in)
 
-        def vjp_plus_grad(y: torch.Tensor) -> torch.Tensor:
-            (jty,) = torch.autograd.grad(z_out, z_leaf, y, retain_graph=True)
-            return jty + grad
+            def vjp_plus_grad(y: torch.Tensor) -> torch.Tensor:
+                (jty,) = torch.autograd.grad(image, z_in, y, retain_graph=True)
+                return jty + grad
 
-        busy = True
-        try:
-            with torch.enable_grad():
-                result = solve(
-                    vjp_plus_grad,
-                    torch.zeros_like(grad),
-                    method=settings.method,
-                    tol=settings.tol,
-                    max_iter=settings.max_iter,
-                    stop_mode=settings.stop_mode,
-                )
-        finally:
-            busy = False
+            result = solve(
+                vjp_plus_grad,
+                torch.zeros_like(grad),
+                method=settings.method,
+                tol=settings.tol,
+                max_iter=settings.max_iter,
+                stop_mode=settings.stop_mode,
+            )
         return result.z.detach()
 
     z_out.register_hook(adjoint)

@@ -157,3 +157,21 @@ def test_exact_jacobian_and_spectral_radius_of_a_linear_map():
     assert spectral_radius(J) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="one sample"):
         exact_jacobian(f, torch.zeros(2, 2))
+
+
+def test_implicit_gradient_leaves_no_graph_behind_after_the_backward():
+    """The adjoint hook lives on the output's graph; referring back to it would keep every step's graph alive."""
+    import gc
+    import weakref
+
+    toy, x, weights = problem()
+    f = toy.f(x)
+    with torch.no_grad():
+        z_star = solve(f, torch.zeros(x.shape[0], 6, dtype=torch.float64), tol=1e-12, max_iter=200).z
+    z = attach_implicit_gradient(f, z_star)
+    alive = weakref.ref(z)
+    loss_of(z, weights).backward()
+    assert x.grad is not None
+    del z
+    gc.collect()
+    assert alive() is None
