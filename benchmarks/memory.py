@@ -72,7 +72,7 @@ def _count_checkpoint_inputs(model: EquilibriumModel, storages: dict[int, int]) 
         storage = args[0].untyped_storage()
         storages[storage.data_ptr()] = max(storages.get(storage.data_ptr(), 0), storage.nbytes())
 
-    return [e.net.register_forward_pre_hook(count) for e in model.encoders if e.checkpoint_activations and hasattr(e, "net")]
+    return [e.net.register_forward_pre_hook(count) for e in model.encoders if e.checkpoint_activations]
 
 
 def saved_activation_bytes(model: EquilibriumModel, inputs, labels, solver: SolverSettings | None = None):

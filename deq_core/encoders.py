@@ -30,13 +30,14 @@ class EncoderSettings:
 class Encoder(nn.Module):
     """Base: standardisation buffers and the ``fit_statistics`` hook.
 
-    ``checkpoint_activations`` (set by training, see ``FusionModel.checkpoint_encoders``)
-    makes a convolutional encoder keep only its input for the backward and recompute
+    ``checkpoint_activations`` (set by training on the ``checkpointable`` encoders, see
+    ``FusionModel.checkpoint_encoders``) makes a convolutional encoder keep only its input for the backward and recompute
     its activations there: the same gradients, bit for bit, for one more encoder
     forward per step, and the image encoder's 50 MB of saved activations per batch of
     64 photos are gone.
     """
 
+    checkpointable: bool = False  # the convolutional encoders, whose forward goes through per_case
     checkpoint_activations: bool = False
 
     def __init__(self, modality: Modality):
@@ -101,6 +102,8 @@ class VectorEncoder(Encoder):
 
 
 class ImageEncoder(Encoder):
+    checkpointable = True
+
     def __init__(self, modality: Modality, width: int, settings: EncoderSettings):
         super().__init__(modality)
         c = settings.channels
@@ -119,6 +122,8 @@ class ImageEncoder(Encoder):
 
 
 class TimeseriesEncoder(Encoder):
+    checkpointable = True
+
     def __init__(self, modality: Modality, width: int, settings: EncoderSettings):
         super().__init__(modality)
         c = settings.channels

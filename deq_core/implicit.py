@@ -46,8 +46,8 @@ def attach_implicit_gradient(
     # The hook must not refer to z_out or its graph: it is stored on that graph, and the
     # cycle would run through autograd's C++ nodes, which Python's garbage collector
     # cannot see, so every step's graph with all its saved tensors would stay in memory
-    # (measured: about 600 MB per 2-epoch run on 1620 inspection cases). The products J^T y
-    # come from a second evaluation of f at z*, made inside the backward.
+    # (a 4-fold inspection run of benchmarks/cv.py grew by hundreds of MB per fold).
+    # The products J^T y come from a second evaluation of f at z*, made inside the backward.
     def adjoint(grad: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             z_in = fixed_point.detach().requires_grad_()

@@ -171,7 +171,7 @@ class FusionModel(nn.Module):
         A training-time memory switch (the gradients do not change); training turns it on.
         """
         for encoder in self.encoders:
-            encoder.checkpoint_activations = on
+            encoder.checkpoint_activations = on and encoder.checkpointable
 
     def input_means(self) -> tuple[torch.Tensor, ...]:
         """Training-mean input of each modality, ``(*shape)``; zeros (padding) for text."""

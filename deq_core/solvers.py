@@ -281,6 +281,12 @@ class _SingleTracker:
     def finished(self) -> bool:
         return self.done or self.step >= self.max_iter
 
+    def should_compact(self) -> bool:
+        return False  # one sample: the loop simply ends when it stops
+
+    def gather(self) -> None:
+        pass  # nothing was compacted
+
     def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
         status = "converged" if self.converged else "diverged" if self.diverged else "max_iter"
         return SolveResult(
@@ -322,7 +328,7 @@ class _Flat:
 
 def _compacted(g: _Flat, tracker: _Tracker, *tensors: torch.Tensor | None):
     """``(g, *tensors)`` restricted to the running samples, when that is possible and pays."""
-    if not (g.can_restrict and isinstance(tracker, _Tracker) and tracker.should_compact()):
+    if not (g.can_restrict and tracker.should_compact()):
         return (g, *tensors)
     keep = tracker.compact()
     return (g.rows(keep), *(None if t is None else t[keep] for t in tensors))
@@ -598,8 +604,7 @@ def solve(
     # runs with gradients enabled and keeps the plain mode.
     with torch.inference_mode(not torch.is_grad_enabled()):
         evaluations = _SOLVERS[method](g, flat, tracker, **options)
-        if isinstance(tracker, _Tracker):
-            tracker.gather()
+        tracker.gather()
     return tracker.result(shape, method, evaluations)
 
 

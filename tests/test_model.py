@@ -196,6 +196,8 @@ def test_checkpointed_encoders_give_the_same_gradients_and_save_less():
     labels = torch.arange(6) % len(model.config.class_names)
     plain_bytes, plain_grads = _saved_bytes_and_grads(model, inputs, labels)
     model.checkpoint_encoders(True)
+    kinds = {e.modality.kind: e.checkpoint_activations for e in model.encoders}
+    assert kinds["image"] and kinds["timeseries"] and not any(v for k, v in kinds.items() if k in ("vector", "text"))
     checkpointed_bytes, checkpointed_grads = _saved_bytes_and_grads(model, inputs, labels)
     assert plain_grads.keys() == checkpointed_grads.keys()
     assert all(torch.equal(plain_grads[k], checkpointed_grads[k]) for k in plain_grads)
