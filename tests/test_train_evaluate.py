@@ -149,3 +149,30 @@ def test_modality_dropout_replaces_whole_modalities_by_the_training_mean_and_kee
     train = generate_inspection("train").subset(range(48))
     model, records, _ = train_model("inspection", "deq", settings, "cpu", False, train, data)
     assert np.isfinite(records[-1].train_loss)
+
+
+def test_weight_averaging_saves_the_moving_average_of_every_step(small_inspection, monkeypatch):
+    import deq_core.train as train_module
+
+    train, val = small_inspection
+    steps = []
+
+    class Recording(train_module.AveragedModel):
+        def update_parameters(self, model):
+            steps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            super().update_parameters(model)
+
+    monkeypatch.setattr(train_module, "AveragedModel", Recording)
+    decay = 0.6
+    settings = TrainingSettings(epochs=1, batch_size=12, width=32, seed=4, ema_decay=decay)
+    model, _, metrics = train_model("inspection", "late", settings, "cpu", False, train, val)
+    assert len(steps) == 3  # 36 cases in batches of 12, one update per optimiser step
+    assert metrics["settings"]["ema_decay"] == decay
+    for name, value in model.state_dict().items():
+        expected = steps[0][name]  # the average starts at the first step's weights
+        for step in steps[1:]:
+            expected = decay * expected + (1 - decay) * step[name]
+        assert torch.allclose(value, expected, atol=1e-6), name
+    assert any(not torch.equal(model.state_dict()[k], steps[-1][k]) for k in steps[-1])  # not the last weights
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_model("inspection", "late", TrainingSettings(epochs=1, ema_decay=1.0), "cpu", False, train, val)
