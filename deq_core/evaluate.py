@@ -1,6 +1,10 @@
 """Evaluate a model folder on a split: a stable JSON contract the app and reports read.
 
     python -m deq_core.evaluate --model assets/models/inspection-deq --json
+    python -m deq_core.evaluate --model assets/models/inspection-deq --compare assets/models/inspection-late
+
+``--compare`` adds a paired test per other model: on how many cases only one of the
+two is right, and McNemar's exact p-value for a difference that large by chance.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, f1_score
 
 from .checkpoint import ModelLoadError, load_model
@@ -180,6 +185,59 @@ def evaluate(
     return evaluation, p
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models' decisions on the same cases, case by case.
+
+    ``p_value`` is McNemar's exact test: under "neither model is better", each case that
+    only one of them gets right is equally likely to go either way, so the split of
+    ``only_model`` : ``only_other`` is a fair coin's (two-sided binomial test at 1/2).
+    Cases both get right or both get wrong say nothing about which is better.
+    """
+
+    model: str
+    other: str
+    n: int
+    both_right: int
+    only_model: int  # cases only ``model`` decides correctly
+    only_other: int
+    both_wrong: int
+    p_value: float
+
+    @property
+    def difference(self) -> int:
+        """Correct cases of ``model`` minus those of ``other``."""
+        return self.only_model - self.only_other
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def compare_predictions(model: Predictions, other: Predictions, name: str = "", other_name: str = "") -> PairedComparison:
+    """Paired comparison of two models' predictions on the same cases (see ``PairedComparison``)."""
+    if model.ids != other.ids:
+        raise ValueError(
+            f"{other_name or 'the other model'} was evaluated on other cases than {name or 'this model'} "
+            f"({len(other.ids)} vs {len(model.ids)} cases, or in another order); compare models on the same dataset and split"
+        )
+    a, b = model.correct, other.correct
+    only_model, only_other = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_model + only_other
+    p_value = binomtest(min(only_model, only_other), discordant, 0.5).pvalue if discordant else 1.0
+    return PairedComparison(
+        model=name, other=other_name, n=len(a), both_right=int((a & b).sum()), only_model=only_model,
+        only_other=only_other, both_wrong=int((~a & ~b).sum()), p_value=float(min(1.0, p_value)),
+    )  # fmt: skip
+
+
+def format_comparison(c: PairedComparison) -> str:
+    verdict = "could well be chance" if c.p_value >= 0.05 else "unlikely to be chance (p < 0.05)"
+    return (
+        f"vs {c.other}: {c.difference:+d} correct cases of {c.n} (only {c.model} right: {c.only_model}, "
+        f"only {c.other} right: {c.only_other}); McNemar exact p = {c.p_value:.3f}, {verdict}"
+    )
+
+
 def evaluate_folder(folder: str | Path, split: str = "test", device: str = "auto", data_path: str | None = None):
     model = load_model(folder, device=device)
     data = load_dataset(data_path or model.config.dataset, split, modalities=model.config.modalities)
@@ -221,14 +279,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--compare", nargs="+", type=Path, default=[], metavar="FOLDER",
+        help="other model folders: a paired test against each on the same cases",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     try:
-        evaluation, _ = evaluate_folder(args.model, args.split, args.device, args.data)
+        evaluation, predictions = evaluate_folder(args.model, args.split, args.device, args.data)
+        comparisons = []
+        for folder in args.compare:
+            other = load_model(folder, device=args.device)
+            data = load_dataset(args.data or other.config.dataset, args.split, modalities=other.config.modalities)
+            other_predictions = predict(other, data)
+            comparisons.append(compare_predictions(predictions, other_predictions, evaluation.model, folder.name))
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(evaluation.to_dict()) if args.json else format_table(evaluation))
+    if args.json:
+        out = evaluation.to_dict()
+        if args.compare:
+            out["comparisons"] = [c.to_dict() for c in comparisons]
+        print(json.dumps(out))
+    else:
+        print("\n\n".join([format_table(evaluation), *(["\n".join(map(format_comparison, comparisons))] if comparisons else [])]))
     return 0
 
 

@@ -6,7 +6,15 @@ import torch
 
 from deq_core import load_model
 from deq_core.data.inspection import generate_inspection
-from deq_core.evaluate import Evaluation, alarm_rates, evaluate, expected_calibration_error
+from deq_core.evaluate import (
+    Evaluation,
+    Predictions,
+    alarm_rates,
+    compare_predictions,
+    evaluate,
+    expected_calibration_error,
+    format_comparison,
+)
 from deq_core.evaluate import main as evaluate_main
 from deq_core.train import TrainingSettings, train_model
 from deq_core.train import main as train_main
@@ -72,6 +80,14 @@ def test_cli_trains_writes_the_folder_and_evaluates_as_json(tmp_path, capsys):
     assert result["false_alarm_rate"] is None  # digits have no normal class
     assert evaluate_main(["--model", str(out)]) == 0
     assert "confusion matrix" in capsys.readouterr().out
+    shipped = "assets/models/handwritten-late"
+    assert evaluate_main(["--model", str(out), "--json", "--compare", shipped]) == 0
+    (comparison,) = json.loads(capsys.readouterr().out)["comparisons"]
+    assert comparison["other"] == "handwritten-late" and comparison["n"] == 400
+    assert sum(comparison[k] for k in ("both_right", "only_model", "only_other", "both_wrong")) == 400
+    assert comparison["only_other"] > comparison["only_model"]  # one epoch at width 32 against the shipped model
+    assert evaluate_main(["--model", str(out), "--compare", "assets/models/inspection-late"]) == 2
+    assert "inspection-late was evaluated on other cases" in capsys.readouterr().err
 
 
 def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys):
@@ -91,6 +107,30 @@ def test_calibration_error_and_alarm_rates_on_known_cases():
     predicted = np.array([0, 1, 0, 0, 1, 0, 2, 0])
     assert alarm_rates(labels, predicted, normal=0) == (0.25, 0.5)
     assert set(Evaluation.__dataclass_fields__) >= EVALUATION_KEYS
+
+
+def _predictions(correct: list[bool], ids=None) -> Predictions:
+    labels = np.zeros(len(correct), dtype=int)
+    predicted = np.where(correct, 0, 1)
+    ids = ids or tuple(f"c{i}" for i in range(len(correct)))
+    return Predictions(ids, labels, predicted, np.eye(2)[predicted], None, None, None)
+
+
+def test_paired_comparison_counts_cases_and_gives_mcnemars_exact_p():
+    # 10 cases: both right on 3, only the first on 0, only the second on 6, both wrong on 1.
+    first = _predictions([True] * 3 + [False] * 6 + [False])
+    second = _predictions([True] * 3 + [True] * 6 + [False])
+    c = compare_predictions(first, second, "a", "b")
+    assert (c.both_right, c.only_model, c.only_other, c.both_wrong, c.n) == (3, 0, 6, 1, 10)
+    assert c.difference == -6
+    assert c.p_value == pytest.approx(2 / 2**6)  # both tails of a fair coin: 0 or 6 heads of 6
+    assert compare_predictions(second, first).p_value == pytest.approx(c.p_value)  # two-sided
+    assert compare_predictions(first, first).p_value == 1.0  # no discordant case
+    # 1 against 2 of 3 discordant: 2 * P(X <= 1) = 2 * 4/8, capped at 1
+    assert compare_predictions(_predictions([True, False, False]), _predictions([False, True, True])).p_value == 1.0
+    assert "p = 0.031" in format_comparison(c) and "unlikely to be chance" in format_comparison(c)
+    with pytest.raises(ValueError, match="other cases"):
+        compare_predictions(first, _predictions([True] * 10, ids=tuple(f"d{i}" for i in range(10))))
 
 
 def test_path_points_scale_floats_and_token_embeddings_and_leave_no_hook(small_inspection):

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import frames, plots, resources
+from deq_core.evaluate import compare_predictions
 from app.widgets import chart, table_with_download
 
 
@@ -55,11 +56,11 @@ card[3].caption(f"{entry.architecture.replace('_', '-')} fusion  \n`{entry.folde
 # --------------------------------------------------------------------------- DEQ vs baselines
 st.subheader("The DEQ against its baselines")
 siblings = resources.baselines_of(entry)
-evaluations = {}
+evaluations, predictions = {}, {}
 for sibling in siblings.values():
     result = resources.wait_for(resources.evaluation_job(sibling), f"Evaluating {sibling.name} on {len(data)} test cases")
     if result is not None:
-        evaluations[sibling.name] = result[0]
+        evaluations[sibling.name], predictions[sibling.name] = result
 if len(siblings) < 2:
     st.info(
         "No baselines were found beside this model. Train them into the same folder as "
@@ -72,10 +73,18 @@ if len(table):
     deq_row = table[table["model"] == deq.name]
     if len(deq_row) and len(best_other):
         gap = float(deq_row["accuracy"].iloc[0] - best_other["accuracy"].iloc[0])
+        best_name = best_other["model"].iloc[0]
+        paired = compare_predictions(predictions[deq.name], predictions[best_name], deq.name, best_name)
         st.markdown(
             f"The DEQ decides **{deq_row['accuracy'].iloc[0]:.1%}** of the test cases correctly, "
             f"**{abs(gap) * 100:.1f} points {'more' if gap >= 0 else 'fewer'}** than the best baseline "
-            f"({best_other['model'].iloc[0]}, {best_other['accuracy'].iloc[0]:.1%})."
+            f"({best_name}, {best_other['accuracy'].iloc[0]:.1%}). "
+            f"On the same cases the DEQ alone is right {paired.only_model} times and {best_name} alone "
+            f"{paired.only_other} times; a paired test gives p = {paired.p_value:.2f}, so the gap "
+            f"{'could well be chance' if paired.p_value >= 0.05 else 'is unlikely to be chance (p < 0.05)'}.",
+            help="McNemar's exact test: if neither model were better, each case only one of them gets right "
+            "would be equally likely to go either way. A small p means the split is too lopsided for chance. "
+            "CLI: python -m deq_core.evaluate --model DEQ_FOLDER --compare OTHER_FOLDER",
         )
     left, right = st.columns([3, 2])
     with left:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 import plotly.io
@@ -64,6 +65,12 @@ def test_overview_shows_the_card_the_baselines_and_a_saving_that_follows_the_cos
     assert metric(at, "Test cases") == str(TEST_CASES)
     comparison = figure(at, "overview_comparison")
     assert {trace.name for trace in comparison.data} == {f"inspection-{a}" for a in ("deq", "weight_tied", "early", "late")}
+    (verdict,) = [m.value for m in at.markdown if "a paired test gives p" in m.value]
+    found = re.search(r"\*\*([\d.]+)%\*\*.*\*\*([\d.]+) points (more|fewer)\*\*.*alone is right (\d+) times and .* alone (\d+) times", verdict)
+    assert found, verdict
+    gap, sign, only_deq, only_best = float(found[2]), found[3], int(found[4]), int(found[5])
+    # The paired counts are the accuracy gap, case by case.
+    assert (1 if sign == "more" else -1) * gap == pytest.approx(100 * (only_deq - only_best) / TEST_CASES, abs=0.051)
     grades = [m for m in at.metric if m.label.split(":")[0] in ("photo", "sensors", "note")]
     assert len(grades) == 3 and all(m.value in ("A", "B", "C", "D") for m in grades)
 
