@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from deq_core.evaluate import main as evaluate_main
 from deq_core.train import TrainingSettings, train_model
 from deq_core.train import main as train_main
 
+MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
 EVALUATION_KEYS = {
     "model", "dataset", "split", "n", "classes", "accuracy", "macro_f1", "weighted_f1", "confusion_matrix",
     "false_alarm_rate", "miss_rate", "ece", "iterations_mean", "iterations_median", "iterations_p95",
@@ -80,13 +82,13 @@ def test_cli_trains_writes_the_folder_and_evaluates_as_json(tmp_path, capsys):
     assert result["false_alarm_rate"] is None  # digits have no normal class
     assert evaluate_main(["--model", str(out)]) == 0
     assert "confusion matrix" in capsys.readouterr().out
-    shipped = "assets/models/handwritten-late"
+    shipped = str(MODELS / "handwritten-late")
     assert evaluate_main(["--model", str(out), "--json", "--compare", shipped]) == 0
     (comparison,) = json.loads(capsys.readouterr().out)["comparisons"]
     assert comparison["other"] == "handwritten-late" and comparison["n"] == 400
     assert sum(comparison[k] for k in ("both_right", "only_model", "only_other", "both_wrong")) == 400
     assert comparison["only_other"] > comparison["only_model"]  # one epoch at width 32 against the shipped model
-    assert evaluate_main(["--model", str(out), "--compare", "assets/models/inspection-late"]) == 2
+    assert evaluate_main(["--model", str(out), "--compare", str(MODELS / "inspection-late")]) == 2
     assert "inspection-late was evaluated on other cases" in capsys.readouterr().err
 
 
