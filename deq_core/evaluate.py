@@ -302,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             out["comparisons"] = [c.to_dict() for c in comparisons]
         print(json.dumps(out))
     else:
-        print("\n\n".join([format_table(evaluation), *(["\n".join(map(format_comparison, comparisons))] if comparisons else [])]))
+        print(format_table(evaluation))
+        if comparisons:
+            print("\n" + "\n".join(map(format_comparison, comparisons)))
     return 0
 
 

@@ -7,9 +7,13 @@ from pathlib import Path
 import streamlit as st
 
 from app import frames, plots, resources
-from deq_core.evaluate import compare_predictions
 from app.widgets import chart, table_with_download
+from deq_core.evaluate import compare_predictions
 
+
+
+def cases(n: int) -> str:
+    return f"{n} case{'' if n == 1 else 's'}"
 
 
 def money(value: float) -> str:
@@ -79,8 +83,8 @@ if len(table):
             f"The DEQ decides **{deq_row['accuracy'].iloc[0]:.1%}** of the test cases correctly, "
             f"**{abs(gap) * 100:.1f} points {'more' if gap >= 0 else 'fewer'}** than the best baseline "
             f"({best_name}, {best_other['accuracy'].iloc[0]:.1%}). "
-            f"On the same cases the DEQ alone is right {paired.only_model} times and {best_name} alone "
-            f"{paired.only_other} times; a paired test gives p = {paired.p_value:.2f}, so the gap "
+            f"On the same cases the DEQ alone is right on {cases(paired.only_model)} and {best_name} alone "
+            f"on {cases(paired.only_other)}; a paired test gives p = {paired.p_value:.2f}, so the gap "
             f"{'could well be chance' if paired.p_value >= 0.05 else 'is unlikely to be chance (p < 0.05)'}.",
             help="McNemar's exact test: if neither model were better, each case only one of them gets right "
             "would be equally likely to go either way. A small p means the split is too lopsided for chance. "

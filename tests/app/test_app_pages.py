@@ -66,7 +66,7 @@ def test_overview_shows_the_card_the_baselines_and_a_saving_that_follows_the_cos
     comparison = figure(at, "overview_comparison")
     assert {trace.name for trace in comparison.data} == {f"inspection-{a}" for a in ("deq", "weight_tied", "early", "late")}
     (verdict,) = [m.value for m in at.markdown if "a paired test gives p" in m.value]
-    found = re.search(r"\*\*([\d.]+)%\*\*.*\*\*([\d.]+) points (more|fewer)\*\*.*alone is right (\d+) times and .* alone (\d+) times", verdict)
+    found = re.search(r"\*\*([\d.]+)%\*\*.*\*\*([\d.]+) points (more|fewer)\*\*.*alone is right on (\d+) cases? and .* alone on (\d+) cases?", verdict)
     assert found, verdict
     gap, sign, only_deq, only_best = float(found[2]), found[3], int(found[4]), int(found[5])
     # The paired counts are the accuracy gap, case by case.
