@@ -31,10 +31,10 @@ class Encoder(nn.Module):
     """Base: standardisation buffers and the ``fit_statistics`` hook.
 
     ``checkpoint_activations`` (set by training on the ``checkpointable`` encoders, see
-    ``FusionModel.checkpoint_encoders``) makes a convolutional encoder keep only its input for the backward and recompute
-    its activations there: the same gradients, bit for bit, for one more encoder
-    forward per step, and the image encoder's 50 MB of saved activations per batch of
-    64 photos are gone.
+    ``FusionModel.checkpoint_encoders``) makes a convolutional encoder keep only its
+    input for the backward and recompute its activations there: the same gradients,
+    bit for bit, for one more encoder forward per step, and the image encoder's 50 MB
+    of saved activations per batch of 64 photos are gone.
     """
 
     checkpointable: bool = False  # the convolutional encoders, whose forward goes through per_case
