@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -70,6 +71,13 @@ class TrainingSettings:
     # small validation split otherwise keeps; cross-validated on both datasets, it did
     # not help the shipped recipes (README), so it stays an option.
     ema_decay: float = 0.0
+    # Weight of an auxiliary loss that asks each modality's encoder features alone for the
+    # class, through a training-only head per modality (a linear layer, as late fusion's
+    # heads). The fused model still decides from z*_fuse; the heads are not saved. A
+    # fused objective lets a model lean on its easiest modality and leave the others'
+    # encoders undertrained ("modality imbalance", e.g. Peng et al., CVPR 2022); late
+    # fusion, which supervises every encoder directly, does not have that problem.
+    unimodal_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,10 @@ def train_model(
     """Train and return (model with the best validation weights, epoch records, metrics)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model {architecture!r}; choose one of {ARCHITECTURES}")
+    if not 0.0 <= settings.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {settings.ema_decay}")
+    if settings.unimodal_weight < 0:
+        raise ValueError(f"unimodal_weight must be >= 0, got {settings.unimodal_weight}")
     device = resolve_device(device)
     seed_everything(settings.seed)
     train_data = train_data or load_dataset(dataset, "train")
@@ -141,14 +153,19 @@ def train_model(
     model = build_model(config).to(device)
     model.checkpoint_encoders(settings.checkpoint_encoders)
     model.fit_statistics(train_data.inputs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    unimodal_heads = None
+    if settings.unimodal_weight > 0:
+        with torch.random.fork_rng(devices=[]):  # the model's own random draws stay as without the heads
+            torch.manual_seed(settings.seed)
+            heads = (nn.Sequential(nn.ReLU(), nn.Linear(config.width, len(config.class_names))) for _ in config.modalities)
+            unimodal_heads = nn.ModuleList(heads).to(device)
+    parameters = list(model.parameters()) + (list(unimodal_heads.parameters()) if unimodal_heads else [])
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-len(train_data) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * steps_per_epoch
     )
     shuffle = torch.Generator().manual_seed(settings.seed)
-    if not 0.0 <= settings.ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {settings.ema_decay}")
     averaged = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
         if settings.ema_decay > 0
@@ -165,10 +182,15 @@ def train_model(
         for index in batches(len(train_data), settings.batch_size, shuffle):
             inputs = [x[index].to(device) for x in train_data.inputs]
             labels = train_data.labels[index].to(device)
+            dropped = None
             if settings.modality_dropout > 0:
-                inputs = drop_modalities(model, inputs, settings.modality_dropout, shuffle)
-            out = model.run(inputs, jacobian_probes=probes)
+                inputs, dropped = drop_modalities(model, inputs, settings.modality_dropout, shuffle)
+            features = model.encode(inputs) if unimodal_heads is not None else None
+            out = model.run(inputs, jacobian_probes=probes, features=features)
             loss = F.cross_entropy(out.logits, labels, label_smoothing=settings.label_smoothing)
+            if unimodal_heads is not None:
+                unimodal = unimodal_loss(unimodal_heads, features, labels, settings.label_smoothing, dropped)
+                loss = loss + settings.unimodal_weight * unimodal
             if out.jacobian_penalty is not None:
                 loss = loss + settings.jacobian_weight * out.jacobian_penalty
                 penalty_total += out.jacobian_penalty.item() * len(index)
@@ -179,7 +201,7 @@ def train_model(
                 loss = loss + settings.path_jacobian_weight * path_penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 5.0)
             optimizer.step()
             schedule.step()
             if averaged is not None:
@@ -218,10 +240,38 @@ def train_model(
     return model, records, metrics
 
 
+def unimodal_loss(
+    heads: nn.ModuleList,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+    dropped: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of ``heads[i]`` on modality i's features ``(b, N, d)``, averaged over cases and modalities.
+
+    ``dropped`` ``(b, N)`` leaves out the modalities that modality dropout replaced by
+    the training mean: there is nothing in them to classify.
+    """
+    losses = torch.stack(
+        [
+            F.cross_entropy(head(features[:, i]), labels, label_smoothing=label_smoothing, reduction="none")
+            for i, head in enumerate(heads)
+        ],
+        dim=1,
+    )
+    if dropped is None:
+        return losses.mean()
+    kept = (~dropped).to(losses.device, losses.dtype)
+    return (losses * kept).sum() / kept.sum()
+
+
 def drop_modalities(
     model: FusionModel, inputs: Sequence[torch.Tensor], probability: float, generator: torch.Generator
-) -> list[torch.Tensor]:
-    """Each case's modalities replaced by their training mean with ``probability``, keeping at least one."""
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each case's modalities replaced by their training mean with ``probability``, keeping at least one.
+
+    Returns the inputs and the ``(batch, N)`` mask of what was dropped.
+    """
     batch = len(inputs[0])
     dropped = torch.rand(batch, len(inputs), generator=generator) < probability
     dropped[dropped.all(dim=1)] = False  # a case with nothing left keeps everything
@@ -229,7 +279,7 @@ def drop_modalities(
     for x, mean, mask in zip(inputs, model.input_means(), dropped.T):
         mask = mask.to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
         out.append(torch.where(mask, mean.to(x.dtype).expand_as(x), x))
-    return out
+    return out, dropped
 
 
 @contextlib.contextmanager

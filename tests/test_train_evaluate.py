@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -176,17 +177,19 @@ def test_modality_dropout_replaces_whole_modalities_by_the_training_mean_and_kee
     model = build_model(ModelConfig(architecture="late", modalities=data.modalities, class_names=data.class_names, width=16))
     model.fit_statistics(data.inputs)
     generator = torch.Generator().manual_seed(0)
-    dropped = drop_modalities(model, data.inputs, 0.6, generator)
+    dropped, mask = drop_modalities(model, data.inputs, 0.6, generator)
+    assert mask.shape == (40, len(data.inputs)) and not mask.all(dim=1).any()
     kept_any = torch.zeros(40, dtype=torch.bool)
     seen_drop = False
-    for x, out, mean in zip(data.inputs, dropped, model.input_means()):
+    for x, out, mean, gone in zip(data.inputs, dropped, model.input_means(), mask.T):
         same = (out == x).flatten(1).all(dim=1)
         is_mean = (out == mean.to(x.dtype)).flatten(1).all(dim=1)
         assert (same | is_mean).all()  # a modality is kept whole or replaced whole
+        assert is_mean[gone].all() and same[~gone].all()  # the mask says which
         kept_any |= same
         seen_drop |= bool((is_mean & ~same).any())
     assert kept_any.all() and seen_drop
-    assert all(torch.equal(a, b) for a, b in zip(drop_modalities(model, data.inputs, 0.0, generator), data.inputs))
+    assert all(torch.equal(a, b) for a, b in zip(drop_modalities(model, data.inputs, 0.0, generator)[0], data.inputs))
     settings = TrainingSettings(epochs=1, batch_size=12, width=32, modality_dropout=0.3)
     train = generate_inspection("train").subset(range(48))
     model, records, _ = train_model("inspection", "deq", settings, "cpu", False, train, data)
@@ -218,3 +221,39 @@ def test_weight_averaging_saves_the_moving_average_of_every_step(small_inspectio
     assert any(not torch.equal(model.state_dict()[k], steps[-1][k]) for k in steps[-1])  # not the last weights
     with pytest.raises(ValueError, match="ema_decay"):
         train_model("inspection", "late", TrainingSettings(epochs=1, ema_decay=1.0), "cpu", False, train, val)
+
+
+def test_unimodal_loss_averages_each_modalitys_cross_entropy_over_what_was_not_dropped():
+    from torch import nn
+    from torch.nn import functional as F
+
+    from deq_core.train import unimodal_loss
+
+    torch.manual_seed(0)
+    heads = nn.ModuleList(nn.Linear(4, 3) for _ in range(2))
+    features, labels = torch.randn(5, 2, 4), torch.tensor([0, 1, 2, 1, 0])
+    by_hand = (F.cross_entropy(heads[0](features[:, 0]), labels) + F.cross_entropy(heads[1](features[:, 1]), labels)) / 2
+    assert torch.allclose(unimodal_loss(heads, features, labels), by_hand)
+    dropped = torch.zeros(5, 2, dtype=torch.bool)
+    dropped[1, 0] = dropped[3, 1] = True
+    garbage = features.clone()
+    garbage[1, 0] = garbage[3, 1] = 1e3  # what was dropped must not count
+    kept = [F.cross_entropy(heads[i](features[r, i : i + 1]), labels[r : r + 1]) for r in range(5) for i in range(2)
+            if not dropped[r, i]]  # fmt: skip
+    assert torch.allclose(unimodal_loss(heads, garbage, labels, dropped=dropped), torch.stack(kept).mean())
+
+
+def test_unimodal_heads_train_the_encoders_but_are_not_saved(small_inspection):
+    train, val = small_inspection
+    settings = TrainingSettings(epochs=1, batch_size=12, width=32, modality_dropout=0.3)
+    plain, _, _ = train_model("inspection", "deq", settings, "cpu", False, train, val)
+    # The heads draw their weights aside, so every random draw matches the plain run and
+    # the only difference left is the unimodal loss.
+    settings = dataclasses.replace(settings, unimodal_weight=1.0)
+    model, records, metrics = train_model("inspection", "deq", settings, "cpu", False, train, val)
+    assert np.isfinite(records[-1].train_loss) and metrics["settings"]["unimodal_weight"] == 1.0
+    assert model.state_dict().keys() == plain.state_dict().keys()  # the heads stay behind
+    encoder = [k for k in plain.state_dict() if k.startswith("encoders.") and k.endswith("weight")]
+    assert any(not torch.equal(plain.state_dict()[k], model.state_dict()[k]) for k in encoder)
+    with pytest.raises(ValueError, match="unimodal_weight"):
+        train_model("inspection", "deq", TrainingSettings(epochs=1, unimodal_weight=-1.0), "cpu", False, train, val)
