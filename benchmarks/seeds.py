@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--dropout", type=float, default=TrainingSettings.dropout)
     parser.add_argument("--jacobian-weight", type=float, default=TrainingSettings.jacobian_weight)
     parser.add_argument("--modality-dropout", type=float, default=TrainingSettings.modality_dropout)
+    parser.add_argument("--unimodal-weight", type=float, default=TrainingSettings.unimodal_weight)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -44,7 +45,7 @@ def main() -> int:
     for seed in args.seeds:
         settings = TrainingSettings(
             seed=seed, epochs=args.epochs, dropout=args.dropout, jacobian_weight=args.jacobian_weight,
-            modality_dropout=args.modality_dropout,
+            modality_dropout=args.modality_dropout, unimodal_weight=args.unimodal_weight,
         )
         model, _, metrics = train_model(args.dataset, args.model, settings, "cpu", False, train, val)
         result, _ = evaluate(model, test, name=f"{args.dataset}-{args.model}-seed{seed}")
