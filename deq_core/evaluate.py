@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             other = load_model(folder, device=args.device)
             data = load_dataset(args.data or other.config.dataset, args.split, modalities=other.config.modalities)
             other_predictions = predict(other, data)
-            comparisons.append(compare_predictions(predictions, other_predictions, evaluation.model, folder.name))
+            # A folder named like the model (an older copy of it) is named by its path instead.
+            other_name = folder.name if folder.name != evaluation.model else str(folder)
+            comparisons.append(compare_predictions(predictions, other_predictions, evaluation.model, other_name))
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

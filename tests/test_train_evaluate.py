@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,11 @@ def test_cli_trains_writes_the_folder_and_evaluates_as_json(tmp_path, capsys):
     assert comparison["only_other"] > comparison["only_model"]  # one epoch at width 32 against the shipped model
     assert evaluate_main(["--model", str(out), "--compare", str(MODELS / "inspection-late")]) == 2
     assert "inspection-late was evaluated on other cases" in capsys.readouterr().err
+    older = tmp_path / "older" / "hw-late"  # same name as the model: the line must tell them apart
+    shutil.copytree(out, older)
+    assert evaluate_main(["--model", str(out), "--compare", str(older)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"vs {older}: +0 correct") and f"only {older} right: 0" in line
 
 
 def test_cli_errors_are_clear_and_write_nothing(tmp_path, capsys):
