@@ -205,6 +205,11 @@ class PairedComparison:
     p_value: float
 
     @property
+    def verdict(self) -> str:
+        """The p-value in words, at the usual 5% level."""
+        return "could well be chance" if self.p_value >= 0.05 else "unlikely to be chance (p < 0.05)"
+
+    @property
     def difference(self) -> int:
         """Correct cases of ``model`` minus those of ``other``."""
         return self.only_model - self.only_other
@@ -231,10 +236,9 @@ def compare_predictions(model: Predictions, other: Predictions, name: str = "", 
 
 
 def format_comparison(c: PairedComparison) -> str:
-    verdict = "could well be chance" if c.p_value >= 0.05 else "unlikely to be chance (p < 0.05)"
     return (
         f"vs {c.other}: {c.difference:+d} correct cases of {c.n} (only {c.model} right: {c.only_model}, "
-        f"only {c.other} right: {c.only_other}); McNemar exact p = {c.p_value:.3f}, {verdict}"
+        f"only {c.other} right: {c.only_other}); McNemar exact p = {c.p_value:.3f}, {c.verdict}"
     )
 
 
