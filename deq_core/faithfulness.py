@@ -7,6 +7,8 @@ Measures, over the chosen cases:
 * completeness_pass_rate: Integrated Gradients add up to F(x) - F(baseline) within 1%;
 * deletion_agreement: dropping the modality with the largest Shapley value lowers the
   target probability more than dropping the one with the smallest;
+  deletion_disagreements counts the cases where it does not, by "largest > smallest"
+  modality pair (where the Shapley ranking and the single drops part ways);
 * randomization_spearman: Adebayo et al. (2018) model-randomisation test, mean |Spearman|
   between the trained model's attributions and those of the same architecture with fresh
   weights (same input standardisation); low means the attributions depend on what the
@@ -23,6 +25,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,7 @@ class Faithfulness:
     completeness_pass_rate_settled: float | None
     relative_delta_median: float | None
     deletion_agreement: float | None
+    deletion_disagreements: dict[str, int]
     randomization_spearman: float | None
     batch_invariance_max_abs_diff: float
     batch_invariance_cases: int
@@ -114,8 +118,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(ra @ rb) / denominator if denominator > 0 else math.nan
 
 
-def deletion_agrees(shapley: ModalityShapley) -> bool | None:
-    """Dropping the largest-Shapley modality lowers the target probability more than dropping the smallest.
+def deletion_pair(shapley: ModalityShapley) -> tuple[int, int] | None:
+    """The modalities with the largest and the smallest Shapley value.
 
     None when all modalities have the same value (nothing to rank) or there is one modality.
     """
@@ -123,6 +127,18 @@ def deletion_agrees(shapley: ModalityShapley) -> bool | None:
     largest, smallest = int(values.argmax()), int(values.argmin())
     if largest == smallest or float(values[largest] - values[smallest]) == 0.0:
         return None
+    return largest, smallest
+
+
+def deletion_agrees(shapley: ModalityShapley) -> bool | None:
+    """Dropping the largest-Shapley modality lowers the target probability more than dropping the smallest.
+
+    None where ``deletion_pair`` is None.
+    """
+    pair = deletion_pair(shapley)
+    if pair is None:
+        return None
+    largest, smallest = pair
     drop_largest = shapley.full_value - shapley.without(largest)
     drop_smallest = shapley.full_value - shapley.without(smallest)
     return drop_largest > drop_smallest
@@ -179,7 +195,13 @@ def measure(
 
     attributions = [e.attribution for e in explanations]
     settled = [a for e, a in zip(explanations, attributions) if e.reliability.solves_converged]
-    deletions = [d for d in (deletion_agrees(e.shapley) for e in explanations) if d is not None]
+    verdicts = [(e.shapley, deletion_agrees(e.shapley)) for e in explanations]
+    deletions = [agrees for _, agrees in verdicts if agrees is not None]
+    disagreements = Counter(
+        " > ".join(shapley.modality_names[i] for i in deletion_pair(shapley))
+        for shapley, agrees in verdicts
+        if agrees is False
+    )
     finite_correlations = [abs(c) for c in correlations if math.isfinite(c)]
     deltas = [a.relative_delta for a in attributions if math.isfinite(a.relative_delta)]
     result = Faithfulness(
@@ -194,6 +216,7 @@ def measure(
         completeness_pass_rate_settled=float(np.mean([a.complete for a in settled])) if settled else None,
         relative_delta_median=float(np.median(deltas)) if deltas else None,
         deletion_agreement=float(np.mean(deletions)) if deletions else None,
+        deletion_disagreements=dict(disagreements.most_common()),
         randomization_spearman=float(np.mean(finite_correlations)) if finite_correlations else None,
         batch_invariance_max_abs_diff=invariance,
         batch_invariance_cases=len(invariance_rows),
@@ -221,6 +244,8 @@ def format_table(f: Faithfulness) -> str:
             text = f"{100 * value:.1f}%"
         elif key.endswith("seconds_median"):
             text = f"{value:.3f} s"
+        elif key == "deletion_disagreements":
+            text = ", ".join(f"{pair}: {count}" for pair, count in value.items()) or "none"
         elif key == "batch_invariance_max_abs_diff":
             text = f"{value:.2e}"
         else:

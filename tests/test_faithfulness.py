@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,7 +14,9 @@ from deq_core.data import BUILT_IN, MultimodalDataset
 from deq_core.faithfulness import (
     average_ranks,
     deletion_agrees,
+    deletion_pair,
     main,
+    measure,
     randomized_copy,
     spearman,
 )
@@ -74,6 +77,41 @@ def test_deletion_agreement_compares_the_drops_of_the_largest_and_smallest_modal
     assert deletion_agrees(_shapley([0.5, 0.1, -0.1], coalitions)) is True
     assert deletion_agrees(_shapley([-0.1, 0.1, 0.5], coalitions)) is False
     assert deletion_agrees(_shapley([0.2, 0.2, 0.2], [0.2] * 8)) is None
+    assert deletion_pair(_shapley([-0.1, 0.1, 0.5], coalitions)) == (2, 0)
+    assert deletion_pair(_shapley([0.2, 0.2, 0.2], [0.2] * 8)) is None
+
+
+def test_deletion_disagreements_name_the_pairs_of_the_failing_cases(monkeypatch):
+    """The counts add up to the failing share of the ranked cases, keyed "largest > smallest"."""
+    import deq_core.faithfulness as faithfulness
+
+    coalitions = [0.1, 0.4, 0.3, 0.6, 0.2, 0.7, 0.5, 0.9]
+    shapleys = iter([
+        _shapley([-0.1, 0.1, 0.5], coalitions),  # c largest, a smallest, yet dropping a costs more: fails
+        _shapley([0.5, 0.1, -0.1], coalitions),  # agrees
+        _shapley([-0.1, 0.1, 0.5], coalitions),  # fails again
+        _shapley([0.2, 0.2, 0.2], [0.2] * 8),  # nothing to rank
+    ])  # fmt: skip
+    real = faithfulness.explain_case
+
+    def explained(*args, **kwargs):
+        explanation = real(*args, **kwargs)
+        if "texts" not in kwargs:  # the warm-up call, which is not counted
+            return explanation
+        return dataclasses.replace(explanation, shapley=next(shapleys))
+
+    monkeypatch.setattr(faithfulness, "explain_case", explained)
+    model = tiny_model("deq").eval()
+    make_contractive(model)
+    data = MultimodalDataset(
+        name="tiny", split="test", modalities=tiny_modalities(), class_names=("a", "b", "c"),
+        inputs=tiny_inputs(4, seed=1), labels=torch.tensor([0, 1, 2, 0]), ids=tuple(f"c{i}" for i in range(4)),
+        texts={"note": ("some note",) * 4},
+    )  # fmt: skip
+    result, _ = measure(model, data, cases=4, n_steps=4, invariance_cases=0, progress=False)
+    assert result.deletion_disagreements == {"c > a": 2}
+    assert result.deletion_agreement == pytest.approx(1 / 3)
+    assert "c > a: 2" in faithfulness.format_table(result)
 
 
 @pytest.fixture
