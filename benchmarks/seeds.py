@@ -1,6 +1,8 @@
 """Train one model recipe with several seeds and report test accuracy as mean +- std.
 
     python benchmarks/seeds.py --dataset handwritten --model deq --seeds 0 1 2 3 4 [--json PATH]
+    python benchmarks/seeds.py --dataset inspection --model deq --dropout 0.3 --epochs 30 \
+        --path-jacobian-weight 2 --modality-dropout 0.2
 
 Each seed trains with the shipped recipe (deq_core.train defaults plus the flags
 given here), selects its epoch on the validation split, and is evaluated once on the
@@ -32,6 +34,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=TrainingSettings.epochs)
     parser.add_argument("--dropout", type=float, default=TrainingSettings.dropout)
     parser.add_argument("--jacobian-weight", type=float, default=TrainingSettings.jacobian_weight)
+    parser.add_argument("--path-jacobian-weight", type=float, default=TrainingSettings.path_jacobian_weight)
     parser.add_argument("--modality-dropout", type=float, default=TrainingSettings.modality_dropout)
     parser.add_argument("--unimodal-weight", type=float, default=TrainingSettings.unimodal_weight)
     parser.add_argument("--threads", type=int, default=1)
@@ -45,7 +48,8 @@ def main() -> int:
     for seed in args.seeds:
         settings = TrainingSettings(
             seed=seed, epochs=args.epochs, dropout=args.dropout, jacobian_weight=args.jacobian_weight,
-            modality_dropout=args.modality_dropout, unimodal_weight=args.unimodal_weight,
+            path_jacobian_weight=args.path_jacobian_weight, modality_dropout=args.modality_dropout,
+            unimodal_weight=args.unimodal_weight,
         )
         model, _, metrics = train_model(args.dataset, args.model, settings, "cpu", False, train, val)
         result, _ = evaluate(model, test, name=f"{args.dataset}-{args.model}-seed{seed}")
