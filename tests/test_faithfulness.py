@@ -11,10 +11,12 @@ from conftest import make_contractive, tiny_inputs, tiny_model, tiny_modalities
 
 from deq_core import save_model
 from deq_core.data import BUILT_IN, MultimodalDataset
+from deq_core.explain import explain_case
 from deq_core.faithfulness import (
     average_ranks,
     deletion_agrees,
     deletion_pair,
+    format_table,
     main,
     measure,
     randomized_copy,
@@ -83,8 +85,6 @@ def test_deletion_agreement_compares_the_drops_of_the_largest_and_smallest_modal
 
 def test_deletion_disagreements_name_the_pairs_of_the_failing_cases(monkeypatch):
     """The counts add up to the failing share of the ranked cases, keyed "largest > smallest"."""
-    import deq_core.faithfulness as faithfulness
-
     coalitions = [0.1, 0.4, 0.3, 0.6, 0.2, 0.7, 0.5, 0.9]
     shapleys = iter([
         _shapley([-0.1, 0.1, 0.5], coalitions),  # c largest, a smallest, yet dropping a costs more: fails
@@ -92,7 +92,7 @@ def test_deletion_disagreements_name_the_pairs_of_the_failing_cases(monkeypatch)
         _shapley([-0.1, 0.1, 0.5], coalitions),  # fails again
         _shapley([0.2, 0.2, 0.2], [0.2] * 8),  # nothing to rank
     ])  # fmt: skip
-    real = faithfulness.explain_case
+    real = explain_case
 
     def explained(*args, **kwargs):
         explanation = real(*args, **kwargs)
@@ -100,7 +100,7 @@ def test_deletion_disagreements_name_the_pairs_of_the_failing_cases(monkeypatch)
             return explanation
         return dataclasses.replace(explanation, shapley=next(shapleys))
 
-    monkeypatch.setattr(faithfulness, "explain_case", explained)
+    monkeypatch.setattr("deq_core.faithfulness.explain_case", explained)
     model = tiny_model("deq").eval()
     make_contractive(model)
     data = MultimodalDataset(
@@ -111,7 +111,7 @@ def test_deletion_disagreements_name_the_pairs_of_the_failing_cases(monkeypatch)
     result, _ = measure(model, data, cases=4, n_steps=4, invariance_cases=0, progress=False)
     assert result.deletion_disagreements == {"c > a": 2}
     assert result.deletion_agreement == pytest.approx(1 / 3)
-    assert "c > a: 2" in faithfulness.format_table(result)
+    assert "c > a: 2" in format_table(result)
 
 
 @pytest.fixture
