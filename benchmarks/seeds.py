@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--path-jacobian-weight", type=float, default=TrainingSettings.path_jacobian_weight)
     parser.add_argument("--modality-dropout", type=float, default=TrainingSettings.modality_dropout)
     parser.add_argument("--unimodal-weight", type=float, default=TrainingSettings.unimodal_weight)
+    parser.add_argument("--unimodal-modalities", default=TrainingSettings.unimodal_modalities)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -49,7 +50,7 @@ def main() -> int:
         settings = TrainingSettings(
             seed=seed, epochs=args.epochs, dropout=args.dropout, jacobian_weight=args.jacobian_weight,
             path_jacobian_weight=args.path_jacobian_weight, modality_dropout=args.modality_dropout,
-            unimodal_weight=args.unimodal_weight,
+            unimodal_weight=args.unimodal_weight, unimodal_modalities=args.unimodal_modalities,
         )
         model, _, metrics = train_model(args.dataset, args.model, settings, "cpu", False, train, val)
         result, _ = evaluate(model, test, name=f"{args.dataset}-{args.model}-seed{seed}")

@@ -80,6 +80,12 @@ class TrainingSettings:
     # Cross-validation chose it for the shipped baselines; the DEQ candidates it made
     # missed an explanation or solver target, so the DEQs do without (README).
     unimodal_weight: float = 0.0
+    # Comma-separated names of the modalities whose encoders get that auxiliary loss;
+    # empty: all of them. On inspection the note names the class on its own, and
+    # supervising it alone teaches the fused model to credit it for more than the full
+    # input needs it for (README, "deletion_disagreements"); naming only the photo and
+    # the sensors strengthens the weaker encoders without that.
+    unimodal_modalities: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ def train_model(
     seed_everything(settings.seed)
     train_data = train_data or load_dataset(dataset, "train")
     val_data = val_data or load_dataset(dataset, "val", modalities=train_data.modalities)
+    unsupervised = unsupervised_modalities(settings.unimodal_modalities, [m.name for m in train_data.modalities])
     config = ModelConfig(
         architecture=architecture,
         modalities=train_data.modalities,
@@ -192,7 +199,8 @@ def train_model(
             out = model.run(inputs, jacobian_probes=probes, features=features)
             loss = F.cross_entropy(out.logits, labels, label_smoothing=settings.label_smoothing)
             if unimodal_heads is not None:
-                unimodal = unimodal_loss(unimodal_heads, features, labels, settings.label_smoothing, dropped)
+                left_out = unsupervised.expand(len(index), -1) if dropped is None else dropped | unsupervised
+                unimodal = unimodal_loss(unimodal_heads, features, labels, settings.label_smoothing, left_out)
                 loss = loss + settings.unimodal_weight * unimodal
             if out.jacobian_penalty is not None:
                 loss = loss + settings.jacobian_weight * out.jacobian_penalty
@@ -243,6 +251,20 @@ def train_model(
     return model, records, metrics
 
 
+def unsupervised_modalities(names: str, modalities: Sequence[str]) -> torch.Tensor:
+    """``(1, N)`` mask of the modalities the auxiliary loss leaves out, from ``unimodal_modalities``.
+
+    Empty ``names`` supervises every modality. Unknown or repeated names raise.
+    """
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(modalities))
+    if unknown:
+        raise ValueError(f"unimodal_modalities: unknown modality {', '.join(unknown)}; choose from {', '.join(modalities)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"unimodal_modalities: {names!r} names a modality twice")
+    return torch.tensor([[bool(chosen) and name not in chosen for name in modalities]])
+
+
 def unimodal_loss(
     heads: nn.ModuleList,
     features: torch.Tensor,
@@ -265,7 +287,7 @@ def unimodal_loss(
     if dropped is None:
         return losses.mean()
     kept = (~dropped).to(losses.device, losses.dtype)
-    return (losses * kept).sum() / kept.sum()
+    return (losses * kept).sum() / kept.sum().clamp_min(1)  # every supervised modality dropped: no loss, not NaN
 
 
 def drop_modalities(

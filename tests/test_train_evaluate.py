@@ -263,3 +263,55 @@ def test_unimodal_heads_train_the_encoders_but_are_not_saved(small_inspection):
     assert any(not torch.equal(plain.state_dict()[k], model.state_dict()[k]) for k in encoder)
     with pytest.raises(ValueError, match="unimodal_weight"):
         train_model("inspection", "deq", TrainingSettings(epochs=1, unimodal_weight=-1.0), "cpu", False, train, val)
+
+
+def test_unsupervised_modalities_names_what_the_auxiliary_loss_leaves_out():
+    from deq_core.train import unsupervised_modalities
+
+    names = ["photo", "sensors", "note"]
+    assert unsupervised_modalities("", names).tolist() == [[False, False, False]]
+    assert unsupervised_modalities("photo, sensors", names).tolist() == [[False, False, True]]
+    with pytest.raises(ValueError, match="unknown modality notes; choose from photo, sensors, note"):
+        unsupervised_modalities("photo,notes", names)
+    with pytest.raises(ValueError, match="twice"):
+        unsupervised_modalities("photo,photo", names)
+
+
+def test_unimodal_modalities_leave_the_other_encoders_out_of_the_auxiliary_loss(small_inspection, monkeypatch):
+    import deq_core.train as train_module
+
+    train, val = small_inspection
+    settings = TrainingSettings(epochs=1, batch_size=12, width=32, modality_dropout=0.3, unimodal_weight=1.0)
+    everything, _, _ = train_model("inspection", "deq", settings, "cpu", False, train, val)
+    named = dataclasses.replace(settings, unimodal_modalities="note,photo,sensors")
+    same, _, _ = train_model("inspection", "deq", named, "cpu", False, train, val)
+    for key, value in everything.state_dict().items():  # naming every modality is the default
+        assert torch.equal(value, same.state_dict()[key]), key
+    seen = []
+    real = train_module.unimodal_loss
+
+    def spy(heads, features, labels, label_smoothing=0.0, dropped=None):
+        seen.append(dropped.clone())
+        return real(heads, features, labels, label_smoothing, dropped)
+
+    monkeypatch.setattr(train_module, "unimodal_loss", spy)
+    restricted = dataclasses.replace(settings, unimodal_modalities="photo,sensors")
+    model, _, metrics = train_model("inspection", "deq", restricted, "cpu", False, train, val)
+    assert metrics["settings"]["unimodal_modalities"] == "photo,sensors"
+    assert seen and all(mask[:, 2].all() for mask in seen)  # the note is never supervised alone
+    assert any(mask[:, :2].any() for mask in seen)  # modality dropout still leaves out what it dropped
+    assert any(not mask[:, :2].all() for mask in seen)
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in everything.state_dict().items())
+    with pytest.raises(ValueError, match="unknown modality"):
+        train_model("inspection", "deq", dataclasses.replace(settings, unimodal_modalities="audio"), "cpu", False,
+                    train, val)  # fmt: skip
+
+
+def test_unimodal_loss_is_zero_when_every_supervised_modality_was_dropped():
+    from torch import nn
+
+    from deq_core.train import unimodal_loss
+
+    heads = nn.ModuleList(nn.Linear(4, 3) for _ in range(2))
+    loss = unimodal_loss(heads, torch.randn(3, 2, 4), torch.tensor([0, 1, 2]), dropped=torch.ones(3, 2, dtype=torch.bool))
+    assert loss.item() == 0.0
