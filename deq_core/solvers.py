@@ -393,12 +393,16 @@ def _anderson(
     plain = torch.zeros(batch, memory, dtype=z.dtype, device=z.device)
     evaluations = 0
     k = 0
-    while not tracker.finished():
+    finished = tracker.finished()
+    while not finished:
         g, z, F, X, R, gram, H, rhs, plain = _compacted(g, tracker, z, F, X, R, gram, H, rhs, plain)
         fz = g(z)
         evaluations += 1
         r = fz - z
         tracker.observe(z, fz, r)
+        finished = tracker.finished()
+        if finished:
+            break  # every sample has stopped: keep_done would discard the next candidate
         slot, m = k % memory, min(k + 1, memory)
         k += 1
         row = _remember(F, R, X, slot, m, z, fz, r)
