@@ -203,3 +203,17 @@ def test_single_sample_mixing_weights_solve_the_bordered_system():
         assert torch.allclose(weights, expected, rtol=1e-9, atol=1e-12)
         assert abs(float(weights.sum()) - 1) < 1e-12
     assert _mixing_weights([[-1.0, 0.0], [0.0, 1.0]], 2, 0.0) is None  # not positive definite: plain step
+
+
+def test_batched_anderson_mixes_no_candidate_after_every_sample_has_stopped(monkeypatch):
+    # Identical samples stop at the same evaluation E. Mixing starts at the second
+    # evaluation (one stored residual is the plain step), so E - 2 small systems are
+    # needed: the one after the last evaluation would be thrown away by keep_done.
+    f, exact = linear_contraction(batch=1)  # one b, broadcast over the batch: identical samples
+    solves = []
+    real = torch.linalg.solve_ex
+    monkeypatch.setattr(torch.linalg, "solve_ex", lambda *a, **k: solves.append(1) or real(*a, **k))
+    result = solve(f, torch.zeros(4, exact.shape[1]), method="anderson", tol=1e-10, max_iter=100)
+    assert result.status == ("converged",) * 4
+    assert result.function_evaluations >= 3
+    assert len(solves) == result.function_evaluations - 2
