@@ -81,10 +81,9 @@ class TrainingSettings:
     # missed an explanation or solver target, so the DEQs do without (README).
     unimodal_weight: float = 0.0
     # Comma-separated names of the modalities whose encoders get that auxiliary loss;
-    # empty: all of them. On inspection the note names the class on its own, and
-    # supervising it alone teaches the fused model to credit it for more than the full
-    # input needs it for (README, "deletion_disagreements"); naming only the photo and
-    # the sensors strengthens the weaker encoders without that.
+    # empty: all of them. Made to test whether the deletion failures of the inspection
+    # candidates came from supervising the note, which names the class on its own: with
+    # the note left out they moved to other modality pairs instead (README).
     unimodal_modalities: str = ""
 
 
