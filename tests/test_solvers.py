@@ -217,3 +217,26 @@ def test_batched_anderson_mixes_no_candidate_after_every_sample_has_stopped(monk
     assert result.status == ("converged",) * 4
     assert result.function_evaluations >= 3
     assert len(solves) == result.function_evaluations - 2
+
+
+def test_compaction_waits_until_the_evaluations_wasted_on_stopped_samples_pay_for_the_copy():
+    from deq_core.solvers import COMPACT_RATIO, _Tracker
+
+    assert COMPACT_RATIO == 0.5
+    tracker = _Tracker(torch.zeros(16, 4), tol=1e-4, stop_mode="rel", max_iter=50, record=False)
+    tracker.observe(torch.zeros(16, 4), torch.ones(16, 4))  # one evaluation, nobody converged
+    tracker.done[:2] = True  # 2 of 16 stopped: a copy of the 14 others costs 0.5 * 14 = 7 wasted evaluations
+    decisions = []
+    for _ in range(4):
+        assert not tracker.finished()
+        decisions.append(tracker.should_compact())
+    assert decisions == [False, False, False, True]  # 2, 4, 6, then 8 >= 7
+    keep = tracker.compact()
+    assert keep.tolist() == list(range(2, 16)) and tracker.carried == 0
+    tracker.done[:5] = True  # 5 of the 14 at once: 5 >= 0.5 * 9, compacted right away
+    assert not tracker.finished() and tracker.should_compact()
+    recording = _Tracker(torch.zeros(16, 4), tol=1e-4, stop_mode="rel", max_iter=50, record=True)
+    recording.observe(torch.zeros(16, 4), torch.ones(16, 4))
+    recording.done[:15] = True
+    assert not recording.finished() and not recording.should_compact()  # recorded traces keep the whole batch
+
