@@ -2,7 +2,7 @@
 
     python benchmarks/seeds.py --dataset handwritten --model deq --seeds 0 1 2 3 4 [--json PATH]
     python benchmarks/seeds.py --dataset inspection --model deq --dropout 0.3 --epochs 30 \
-        --path-jacobian-weight 2 --modality-dropout 0.2
+        --path-jacobian-weight 2 --modality-dropout 0.3 --unimodal-weight 0.25
 
 Each seed trains with the shipped recipe (deq_core.train defaults plus the flags
 given here), selects its epoch on the validation split, and is evaluated once on the

@@ -34,10 +34,9 @@ STATUSES = ("converged", "max_iter", "diverged")
 # running away from any fixed point (and far out, rounding can fake a zero residual).
 BLOWUP_FACTOR = 1e6
 # Compact the working set once the evaluations wasted on stopped samples reach this many
-# per running sample (``_Tracker.should_compact``). 0.5 was the fastest of 1/8 (of the batch
-# stopped, the previous rule), 1/4 and 1/2, and of ski-rental ratios 0.25 / 0.5 / 1, for
-# Anderson on the shipped DEQs' test cases at batch 64 and 256: the 1/8 rule compacted a
-# batch whose cases were all about to stop, copying Anderson's history for nothing.
+# per running sample (``_Tracker.should_compact``). It replaced "compact once an eighth of
+# the batch has stopped", which copied Anderson's history for batches whose cases were all
+# about to stop; `python benchmarks/solvers.py` measures the difference (README).
 COMPACT_RATIO = 0.5
 _TINY = 1e-30
 

@@ -239,4 +239,3 @@ def test_compaction_waits_until_the_evaluations_wasted_on_stopped_samples_pay_fo
     recording.observe(torch.zeros(16, 4), torch.ones(16, 4))
     recording.done[:15] = True
     assert not recording.finished() and not recording.should_compact()  # recorded traces keep the whole batch
-
