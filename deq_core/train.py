@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .checkpoint import resolve_device, save_model
 from .config import ARCHITECTURES, ModelConfig, SolverSettings
 from .data import MultimodalDataset, load_dataset
-from .encoders import EncoderSettings
+from .encoders import IMAGE_POOLINGS, EncoderSettings
 from .model import FusionModel, build_model
 
 
@@ -59,6 +59,8 @@ class TrainingSettings:
     width: int = 128
     dropout: float = 0.5
     vector_hidden: int = 256
+    # The image encoder's pooling (EncoderSettings.image_pooling): "grid" or "global".
+    image_pooling: str = "grid"
     unroll_steps: int = 10
     seed: int = 0
     # Recompute conv-encoder activations in the backward (same gradients, bit for bit,
@@ -143,6 +145,8 @@ def train_model(
         raise ValueError(f"ema_decay must be in [0, 1), got {settings.ema_decay}")
     if settings.unimodal_weight < 0:
         raise ValueError(f"unimodal_weight must be >= 0, got {settings.unimodal_weight}")
+    if settings.image_pooling not in IMAGE_POOLINGS:
+        raise ValueError(f"image_pooling must be one of {', '.join(IMAGE_POOLINGS)}, got {settings.image_pooling!r}")
     device = resolve_device(device)
     seed_everything(settings.seed)
     train_data = train_data or load_dataset(dataset, "train")
@@ -153,7 +157,9 @@ def train_model(
         modalities=train_data.modalities,
         class_names=train_data.class_names,
         width=settings.width,
-        encoder=EncoderSettings(dropout=settings.dropout, vector_hidden=settings.vector_hidden),
+        encoder=EncoderSettings(
+            dropout=settings.dropout, vector_hidden=settings.vector_hidden, image_pooling=settings.image_pooling
+        ),
         solver=SolverSettings(),
         unroll_steps=settings.unroll_steps,
         dataset=dataset,

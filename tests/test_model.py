@@ -2,7 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deq_core import ARCHITECTURES, ModelConfig, build_model
+from deq_core import ARCHITECTURES, EncoderSettings, ModelConfig, build_model
+from deq_core.encoders import GlobalMaxMeanPool, ImageEncoder
+from deq_core.modality import Modality
 from deq_core.model import FusionUpdate
 
 from conftest import make_contractive, tiny_inputs, tiny_model, tiny_modalities
@@ -140,6 +142,58 @@ def test_config_round_trips_and_rejects_nonsense():
         ModelConfig.from_dict({**config.to_dict(), "surprise": 1})
     with pytest.raises(ValueError, match="normal_class"):
         ModelConfig("deq", tiny_modalities(), ("a", "b"), normal_class="ok")
+
+
+def test_image_pooling_is_saved_with_the_model_and_older_configs_read_as_grid():
+    config = ModelConfig("deq", tiny_modalities(), ("a", "b"), width=16, encoder=EncoderSettings(image_pooling="global"))
+    assert ModelConfig.from_dict(config.to_dict()).encoder.image_pooling == "global"
+    older = config.to_dict()
+    del older["encoder"]["image_pooling"]  # written before the option existed, as every model shipped until now
+    assert ModelConfig.from_dict(older).encoder.image_pooling == "grid"
+    with pytest.raises(ValueError, match="image_pooling must be one of grid, global"):
+        EncoderSettings(image_pooling="round")
+
+
+def test_global_max_mean_pool_gives_each_channels_maximum_and_mean():
+    x = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    pooled = GlobalMaxMeanPool()(x)
+    assert pooled.shape == (2, 6)
+    assert torch.equal(pooled[1], torch.tensor([15.0, 19.0, 23.0, 13.5, 17.5, 21.5]))
+
+
+def _line_picture(row: int, col: int) -> torch.Tensor:
+    picture = torch.zeros(1, 1, 64, 64)
+    picture[0, 0, row : row + 12, col + 5] = 1.0  # a 12-pixel vertical stroke
+    picture[0, 0, row + 6, col : col + 5] = 1.0  # with a side branch
+    return picture
+
+
+@pytest.mark.parametrize("pooling, same", [("global", True), ("grid", False)])
+def test_global_image_pooling_answers_the_same_wherever_the_shape_lies(pooling, same):
+    """Global pooling asks whether (and how much of) a shape is in the picture, not where.
+
+    With zero biases and an all-zero background, the convolutions are exactly
+    translation-equivariant for shifts by a multiple of the encoder's total stride (8
+    pixels), so a shape moved by 16 gives the global encoder the same features; the grid
+    encoder's averages over 16-pixel patches move with it.
+    """
+    torch.manual_seed(0)
+    encoder = ImageEncoder(Modality("photo", "image", (1, 64, 64)), 16, EncoderSettings(image_pooling=pooling)).eval()
+    with torch.no_grad():
+        for layer in encoder.net:
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.bias.zero_()
+        here, there = encoder(_line_picture(16, 16)), encoder(_line_picture(32, 32))
+    assert torch.allclose(here, there, atol=1e-6) == same
+
+
+def test_global_image_pooling_encodes_small_pictures_too():
+    model = tiny_model("deq", encoder=EncoderSettings(image_pooling="global")).eval()  # 12 x 12 pictures
+    inputs = tiny_inputs(batch=5, seed=2)
+    with torch.no_grad():
+        together = model.encoders[0](inputs[0])
+        alone = torch.cat([model.encoders[0](inputs[0][k : k + 1]) for k in range(5)])
+    assert together.shape == (5, 32) and torch.equal(together, alone)
 
 
 def test_build_model_gives_each_modality_the_encoder_of_its_kind():

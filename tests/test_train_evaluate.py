@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from deq_core import load_model
+from deq_core.checkpoint import save_model
 from deq_core.data.inspection import generate_inspection
 from deq_core.evaluate import (
     Evaluation,
@@ -64,6 +65,26 @@ def test_training_is_reproducible_for_a_seed(small_inspection):
     second, _, _ = train_model("inspection", "late", settings, "cpu", False, train, val)
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_image_pooling_reaches_the_saved_model_and_a_bad_one_is_refused_before_loading(
+    small_inspection, tmp_path, monkeypatch
+):
+    train, val = small_inspection
+    settings = TrainingSettings(epochs=1, batch_size=12, width=32, image_pooling="global")
+    model, _, metrics = train_model("inspection", "late", settings, "cpu", False, train, val)
+    assert metrics["settings"]["image_pooling"] == "global"
+    loaded = load_model(save_model(model, tmp_path / "m"), "cpu")
+    assert loaded.config.encoder.image_pooling == "global"
+    with torch.no_grad():
+        assert torch.equal(loaded.eval().run(list(val.inputs)).logits, model.eval().run(list(val.inputs)).logits)
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was loaded before the settings were checked")
+
+    monkeypatch.setattr("deq_core.train.load_dataset", no_data)
+    with pytest.raises(ValueError, match="image_pooling must be one of grid, global, got 'round'"):
+        train_model("inspection", "late", TrainingSettings(image_pooling="round"), "cpu")
 
 
 def test_cli_trains_writes_the_folder_and_evaluates_as_json(tmp_path, capsys):
