@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from deq_core.data import load_dataset  # noqa: E402
+from deq_core.encoders import IMAGE_POOLINGS  # noqa: E402
 from deq_core.evaluate import evaluate  # noqa: E402
 from deq_core.train import TrainingSettings, train_model  # noqa: E402
 
@@ -38,6 +39,7 @@ def main() -> int:
     parser.add_argument("--modality-dropout", type=float, default=TrainingSettings.modality_dropout)
     parser.add_argument("--unimodal-weight", type=float, default=TrainingSettings.unimodal_weight)
     parser.add_argument("--unimodal-modalities", default=TrainingSettings.unimodal_modalities)
+    parser.add_argument("--image-pooling", default=TrainingSettings.image_pooling, choices=IMAGE_POOLINGS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -51,6 +53,7 @@ def main() -> int:
             seed=seed, epochs=args.epochs, dropout=args.dropout, jacobian_weight=args.jacobian_weight,
             path_jacobian_weight=args.path_jacobian_weight, modality_dropout=args.modality_dropout,
             unimodal_weight=args.unimodal_weight, unimodal_modalities=args.unimodal_modalities,
+            image_pooling=args.image_pooling,
         )
         model, _, metrics = train_model(args.dataset, args.model, settings, "cpu", False, train, val)
         result, _ = evaluate(model, test, name=f"{args.dataset}-{args.model}-seed{seed}")
