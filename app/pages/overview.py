@@ -84,7 +84,7 @@ if len(table):
             f"**{abs(gap) * 100:.1f} points {'more' if gap >= 0 else 'fewer'}** than the best baseline "
             f"({best_name}, {best_other['accuracy'].iloc[0]:.1%}). "
             f"On the same cases the DEQ alone is right on {cases(paired.only_model)} and {best_name} alone "
-            f"on {cases(paired.only_other)}; a paired test gives p = {paired.p_value:.2f}: the gap {paired.verdict}.",
+            f"on {cases(paired.only_other)}; a paired test gives p = {paired.p_value:.2f}, {paired.verdict}.",
             help="McNemar's exact test: if neither model were better, each case only one of them gets right "
             "would be equally likely to go either way. A small p means the split is too lopsided for chance. "
             "CLI: python -m deq_core.evaluate --model DEQ_FOLDER --compare OTHER_FOLDER",
