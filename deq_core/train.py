@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .checkpoint import resolve_device, save_model
 from .config import ARCHITECTURES, ModelConfig, SolverSettings
 from .data import MultimodalDataset, load_dataset
-from .encoders import IMAGE_POOLINGS, EncoderSettings
+from .encoders import EncoderSettings
 from .model import FusionModel, build_model
 
 
@@ -147,8 +147,7 @@ def train_model(
         raise ValueError(f"ema_decay must be in [0, 1), got {settings.ema_decay}")
     if settings.unimodal_weight < 0:
         raise ValueError(f"unimodal_weight must be >= 0, got {settings.unimodal_weight}")
-    if settings.image_pooling not in IMAGE_POOLINGS:
-        raise ValueError(f"image_pooling must be one of {', '.join(IMAGE_POOLINGS)}, got {settings.image_pooling!r}")
+    EncoderSettings(image_pooling=settings.image_pooling)  # refuses an unknown pooling before any data is loaded
     device = resolve_device(device)
     seed_everything(settings.seed)
     train_data = train_data or load_dataset(dataset, "train")
