@@ -24,31 +24,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from deq_core.checkpoint import load_model  # noqa: E402
-from deq_core.data import load_dataset  # noqa: E402
-from deq_core.data.inspection import CLASS_NAMES, inspection_case  # noqa: E402
+from deq_core.data import MultimodalDataset, load_dataset  # noqa: E402
+from deq_core.data.inspection import CLASS_NAMES, CaseEvidence, inspection_cases  # noqa: E402
 from deq_core.evaluate import predict  # noqa: E402
 from deq_core.model import FusionModel  # noqa: E402
 
 
-def error_evidence(model: FusionModel, split: str) -> tuple[int, Counter]:
-    """(cases, errors counted by (truth, predicted, photo, sensors, note kind, note about))."""
-    data = load_dataset("inspection", split, modalities=model.config.modalities)
+def error_evidence(model: FusionModel, data: MultimodalDataset, evidence: list[CaseEvidence]) -> Counter:
+    """Errors counted by (truth, predicted, photo, sensors, note kind, note about)."""
     predictions = predict(model, data)
     errors = Counter()
     for i in (~predictions.correct).nonzero()[0]:
-        shows = inspection_case(split, int(i)).evidence
+        shows = evidence[i]
         errors[(CLASS_NAMES[predictions.labels[i]], CLASS_NAMES[predictions.predicted[i]],
                 shows.photo, shows.sensors, shows.note, shows.note_about)] += 1  # fmt: skip
-    return len(data), errors
+    return errors
 
 
 @torch.no_grad()
-def photo_head_means(model: FusionModel, split: str) -> dict[str, dict[str, float]]:
+def photo_head_means(
+    model: FusionModel, data: MultimodalDataset, evidence: list[CaseEvidence]
+) -> dict[str, dict[str, float]]:
     """Late fusion only: the photo head's mean class probabilities for each kind of photo."""
-    data = load_dataset("inspection", split, modalities=model.config.modalities)
     photo = [m.name for m in model.config.modalities].index("photo")
     probabilities = torch.softmax(model.eval().modality_logits(list(data.inputs))[:, photo], dim=-1)
-    kinds = [inspection_case(split, i).evidence.photo for i in range(len(data))]
+    kinds = [shows.photo for shows in evidence]
     means = {}
     for kind in sorted(set(kinds)):
         rows = torch.tensor([k == kind for k in kinds])
@@ -66,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, "cpu")
     if model.config.dataset != "inspection":
         parser.error(f"{args.model} was trained on {model.config.dataset!r}; this reads the inspection generator")
-    n, errors = error_evidence(model, args.split)
+    data = load_dataset("inspection", args.split, modalities=model.config.modalities)
+    evidence = [case.evidence for case in inspection_cases(args.split)]  # row i of data is case i
+    n, errors = len(data), error_evidence(model, data, evidence)
     print(f"{args.model.name} on {args.split}: {sum(errors.values())} errors of {n}")
     print("count  truth -> predicted | photo | sensors | note (about)")
     for (truth, said, photo, sensors, note, about), count in errors.most_common():
         print(f"{count:5d}  {truth} -> {said} | {photo} | {sensors} | {note} ({about})")
-    heads = photo_head_means(model, args.split) if model.config.architecture == "late" else None
+    heads = photo_head_means(model, data, evidence) if model.config.architecture == "late" else None
     if heads:
         print("photo head, mean probability per kind of photo:")
         for kind, means in heads.items():

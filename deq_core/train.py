@@ -147,7 +147,10 @@ def train_model(
         raise ValueError(f"ema_decay must be in [0, 1), got {settings.ema_decay}")
     if settings.unimodal_weight < 0:
         raise ValueError(f"unimodal_weight must be >= 0, got {settings.unimodal_weight}")
-    EncoderSettings(image_pooling=settings.image_pooling)  # refuses an unknown pooling before any data is loaded
+    # Built before any data is loaded, so an unknown image pooling is refused at once.
+    encoder = EncoderSettings(
+        dropout=settings.dropout, vector_hidden=settings.vector_hidden, image_pooling=settings.image_pooling
+    )
     device = resolve_device(device)
     seed_everything(settings.seed)
     train_data = train_data or load_dataset(dataset, "train")
@@ -158,9 +161,7 @@ def train_model(
         modalities=train_data.modalities,
         class_names=train_data.class_names,
         width=settings.width,
-        encoder=EncoderSettings(
-            dropout=settings.dropout, vector_hidden=settings.vector_hidden, image_pooling=settings.image_pooling
-        ),
+        encoder=encoder,
         solver=SolverSettings(),
         unroll_steps=settings.unroll_steps,
         dataset=dataset,

@@ -6,6 +6,7 @@ import pytest
 
 from deq_core import load_model
 from deq_core.data import load_dataset
+from deq_core.data.inspection import inspection_cases
 from deq_core.evaluate import predict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,9 +19,10 @@ LATE = ROOT / "assets" / "models" / "inspection-late"
 
 def test_errors_are_grouped_by_what_the_inputs_truly_show(tmp_path, capsys):
     model = load_model(LATE, "cpu")
-    wrong = int((~predict(model, load_dataset("inspection", "val")).correct).sum())
-    n, errors = inspection_errors.error_evidence(model, "val")
-    assert n == 360 and sum(errors.values()) == wrong > 0
+    data = load_dataset("inspection", "val")
+    wrong = int((~predict(model, data).correct).sum())
+    errors = inspection_errors.error_evidence(model, data, [c.evidence for c in inspection_cases("val")])
+    assert len(data) == 360 and sum(errors.values()) == wrong > 0
     assert all(truth != said for truth, said, *_ in errors)
     photos = {"clean", "bright line", "dark line", "branched crack", "wear band"}
     assert {photo for _, _, photo, *_ in errors} <= photos
