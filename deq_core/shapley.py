@@ -132,6 +132,37 @@ class ModalityShapley:
     coalition_solve: SolveSummary | None
     value: str = VALUE
 
+    @classmethod
+    def from_coalition_values(
+        cls,
+        coalition_values: torch.Tensor,
+        modality_names: Sequence[str],
+        class_names: Sequence[str],
+        target: int,
+        **extras,
+    ) -> ModalityShapley:
+        """Shapley values and interactions of one case from its ``(2^M,)`` coalition values v(S).
+
+        For any value function, not only a model's (e.g. an ideal classifier's posteriors);
+        ``extras`` fills ``ablation``, ``ablation_max_abs_diff`` and ``coalition_solve``.
+        """
+        m = len(modality_names)
+        values = coalition_values.double().cpu()
+        if values.shape != (2**m,):
+            raise ValueError(f"{m} modalities need {2**m} coalition values, got shape {tuple(values.shape)}")
+        extras = {"ablation": None, "ablation_max_abs_diff": None, "coalition_solve": None, **extras}
+        return cls(
+            modality_names=tuple(modality_names),
+            class_names=tuple(class_names),
+            target=int(target),
+            values=(values @ shapley_weights(m)).float(),
+            interactions=torch.einsum("s,sij->ij", values, interaction_weights(m)).float(),
+            coalition_values=values.float(),
+            full_value=float(values[-1]),
+            empty_value=float(values[0]),
+            **extras,
+        )
+
     def without(self, modality: int) -> float:
         """v(all modalities but ``modality``): the target probability when it alone is dropped."""
         return float(self.coalition_values[(2 ** len(self.modality_names) - 1) ^ (1 << modality)])
@@ -192,8 +223,6 @@ def modality_shapley(
         values = probabilities.gather(2, targets[:, None, None].expand(b, k, 1))[..., 0]  # (b, 2^M)
         ablation = _feature_ablation(model, x, targets, solver) if cross_check else None
 
-    phi = values @ shapley_weights(m)
-    interactions = torch.einsum("bs,sij->bij", values, interaction_weights(m))
     everything = k - 1
     results = []
     for case in range(b):
@@ -205,15 +234,11 @@ def modality_shapley(
             from_coalitions = values[case, everything] - values[case, without]
             gap = float((own - from_coalitions).abs().max())
         results.append(
-            ModalityShapley(
-                modality_names=config.modality_names,
-                class_names=config.class_names,
-                target=int(targets[case]),
-                values=phi[case].float(),
-                interactions=interactions[case].float(),
-                coalition_values=values[case].float(),
-                full_value=float(values[case, everything]),
-                empty_value=float(values[case, 0]),
+            ModalityShapley.from_coalition_values(
+                values[case],
+                config.modality_names,
+                config.class_names,
+                int(targets[case]),
                 ablation=None if own is None else own.float(),
                 ablation_max_abs_diff=gap,
                 coalition_solve=(

@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_inputs
 
 from deq_core.shapley import (
+    ModalityShapley,
     absent_input,
     coalition_inputs,
     coalition_masks,
@@ -54,6 +55,25 @@ def test_two_player_closed_form():
     assert phi[0].tolist() == pytest.approx([first, second])
     interaction = torch.einsum("bs,sij->bij", v, interaction_weights(2))[0]
     assert float(interaction[0, 1]) == pytest.approx(0.9 - 0.4 - 0.3 + 0.1)
+
+
+def test_any_value_function_can_be_explained_from_its_coalition_values():
+    # An AND of modalities 0 and 1 (modality 2 is a dummy): they split the credit and interact.
+    v = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    s = ModalityShapley.from_coalition_values(v + 0.2, ("a", "b", "c"), ("no", "yes"), target=1)
+    assert s.values.tolist() == pytest.approx([0.5, 0.5, 0.0])
+    assert float(s.interactions[0, 1]) == pytest.approx(1.0) and float(s.interactions[0, 2]) == pytest.approx(0.0)
+    assert (s.full_value, s.empty_value, s.without(2), s.without(0)) == pytest.approx((1.2, 0.2, 1.2, 0.2))
+    assert s.ablation is None and s.coalition_solve is None and s.class_names[s.target] == "yes"
+    with pytest.raises(ValueError, match="3 modalities need 8 coalition values"):
+        ModalityShapley.from_coalition_values(v[:4], ("a", "b", "c"), ("no", "yes"), target=1)
+
+
+def test_a_models_values_are_those_of_its_own_coalition_values(contractive_deq):
+    for s in modality_shapley(contractive_deq, tiny_inputs(2), cross_check=False):
+        again = ModalityShapley.from_coalition_values(s.coalition_values, s.modality_names, s.class_names, s.target)
+        torch.testing.assert_close(again.values, s.values, atol=1e-6, rtol=0)
+        torch.testing.assert_close(again.interactions, s.interactions, atol=1e-6, rtol=0)
 
 
 def test_shapley_weights_match_the_permutation_definition():
