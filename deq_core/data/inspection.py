@@ -501,3 +501,94 @@ def generate_inspection(split: str, n_per_class: int | None = None, seed: int = 
         texts={"note": notes},
         normal_class=NORMAL_CLASS,
     )
+
+
+# ----------------------------------------------------------------------------- the ideal classifier
+# What the best possible model would say, from the generator's own numbers: it reads
+# each modality's evidence perfectly (``CaseEvidence``) and applies Bayes' rule. The
+# modalities are drawn from independent streams given the label, so their likelihoods
+# multiply; the labels cycle through the classes, so the prior is uniform. Leaving a
+# modality out of the product is what "that modality is absent" means for this model.
+
+IDEAL_MODALITIES = ("photo", "sensors", "note")  # model order, as in ``inspection_modalities``
+
+
+def _note_group(label: str) -> str:
+    return "surface" if _GROUP[label] is _SURFACE else "machine"
+
+
+def note_reading(evidence: CaseEvidence, label: str) -> str:
+    """What a note's words tell a reader who does not know the label.
+
+    ``"vague"`` (also a wrong note that says all is fine), ``"surface"`` or ``"machine"``
+    (the ambiguous group phrases), or the class the note names (right or wrong).
+    """
+    if evidence.note == "group":
+        return _note_group(label)
+    if evidence.note == "vague" or evidence.note_about == NORMAL_CLASS:
+        return "vague"
+    return evidence.note_about
+
+
+def _likelihood_tables() -> dict[str, dict[str, dict[str, float]]]:
+    """P(a modality shows ``shows`` | class), as ``{modality: {class: {shows: p}}}``."""
+    photo = {name: {"clean": 1.0} for name in CLASS_NAMES}
+    photo["scratch"] = {"bright line": 1 - RATES.dark_scratch, "dark line": RATES.dark_scratch}
+    photo["crack"] = {"dark line": RATES.hairline_crack, "branched crack": 1 - RATES.hairline_crack}
+    photo["misalignment"] = {"wear band": RATES.visible_wear_band, "clean": 1 - RATES.visible_wear_band}
+    sensors = {name: {"normal": 1.0} for name in CLASS_NAMES}
+    sensors["crack"] = {"crack breathing": RATES.crack_breathing, "normal": 1 - RATES.crack_breathing}
+    sensors["overheating"] = {"temperature ramp": 1.0}
+    sensors["bearing_wear"] = {"bearing impacts": 1.0}
+    sensors["misalignment"] = {"misalignment vibration": 1.0}
+    note = {}
+    for name in CLASS_NAMES:
+        reads: dict[str, float] = {}
+        for other in CLASS_NAMES:  # a wrong note is about any other class, uniformly
+            if other != name:
+                key = "vague" if other == NORMAL_CLASS else other
+                reads[key] = reads.get(key, 0.0) + RATES.wrong_note / (len(CLASS_NAMES) - 1)
+        right = 1 - RATES.wrong_note
+        if name == NORMAL_CLASS:
+            reads["vague"] = reads.get("vague", 0.0) + right
+        else:
+            reads[name] = reads.get(name, 0.0) + RATES.specific_note
+            reads[_note_group(name)] = RATES.group_note
+            reads["vague"] = reads.get("vague", 0.0) + right - RATES.specific_note - RATES.group_note
+        note[name] = reads
+    return {"photo": photo, "sensors": sensors, "note": note}
+
+
+def evidence_likelihoods(modality: str, shows: str) -> np.ndarray:
+    """``(classes,)`` P(``modality`` shows ``shows`` | class), from ``RATES``.
+
+    ``shows`` is a ``CaseEvidence`` field for the photo and sensors, a ``note_reading``
+    for the note. Raises ValueError for anything the generator never produces.
+    """
+    tables = _likelihood_tables()
+    if modality not in tables:
+        raise ValueError(f"{DATASET_NAME}: no modality {modality!r}; expected one of {IDEAL_MODALITIES}")
+    likelihood = np.array([tables[modality][name].get(shows, 0.0) for name in CLASS_NAMES])
+    if not likelihood.any():
+        raise ValueError(f"{DATASET_NAME}: the {modality} never shows {shows!r}")
+    return likelihood
+
+
+def ideal_posteriors(case: InspectionCase) -> np.ndarray:
+    """``(2^3, classes)`` P(class | what the modalities of coalition s show), the ideal classifier.
+
+    Row s keeps modality i of ``IDEAL_MODALITIES`` where bit i of s is set (the order of
+    ``deq_core.shapley.coalition_masks``): row 0 is the uniform prior, row 7 the full case.
+    A ceiling for models that must read the evidence from pixels, samples and words.
+    """
+    evidence = case.evidence
+    shows = (evidence.photo, evidence.sensors, note_reading(evidence, CLASS_NAMES[case.label]))
+    likelihoods = [evidence_likelihoods(m, s) for m, s in zip(IDEAL_MODALITIES, shows)]
+    rows = []
+    for coalition in range(2 ** len(IDEAL_MODALITIES)):
+        joint = np.ones(len(CLASS_NAMES))
+        for i, likelihood in enumerate(likelihoods):
+            if coalition >> i & 1:
+                joint = joint * likelihood
+        rows.append(joint / joint.sum())
+    return np.stack(rows)

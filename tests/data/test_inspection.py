@@ -12,13 +12,17 @@ import torch
 from deq_core.data.inspection import (
     CASES_PER_CLASS,
     CLASS_NAMES,
+    CaseEvidence,
     NOTE_MAX_TOKENS,
     RATES,
     SENSOR_CHANNELS,
+    evidence_likelihoods,
     generate_inspection,
+    ideal_posteriors,
     inspection_case,
     inspection_cases,
     inspection_vocabulary,
+    note_reading,
 )
 from deq_core.text import build_vocabulary, words
 
@@ -129,13 +133,7 @@ def test_no_modality_alone_suffices_but_all_three_do(train_cases):
     labels = [case.label for case in train_cases]
     photo = [case.evidence.photo for case in train_cases]
     sensors = [case.evidence.sensors for case in train_cases]
-    # What a note says, without its phrasing: the class it names, or only its group.
-    note = [
-        "vague" if (e.note == "vague" or (e.note == "wrong" and e.note_about == "ok"))
-        else f"group-{e.note_about in ('scratch', 'crack')}" if e.note == "group"
-        else e.note_about
-        for e in (case.evidence for case in train_cases)
-    ]  # fmt: skip
+    note = [note_reading(case.evidence, CLASS_NAMES[case.label]) for case in train_cases]
     for symbols in (photo, sensors, note):
         assert best_guess_accuracy(symbols, labels) <= 0.75
     assert best_guess_accuracy(list(zip(photo, sensors, note)), labels) >= 0.97
@@ -166,6 +164,49 @@ def test_the_pixels_and_signals_show_what_the_evidence_says(train_cases):
     # Sensor values are logged at 0.001 resolution.
     values = np.concatenate([c.sensors.ravel() for c in cases]).astype(np.float64)
     assert np.allclose(values * 1000, np.round(values * 1000), atol=1e-2)
+
+
+def test_the_ideal_likelihoods_are_the_frequencies_the_generator_draws(train_cases):
+    for c in CLASS_NAMES:
+        cases = [case for case in train_cases if CLASS_NAMES[case.label] == c]
+        shown = {
+            "photo": Counter(case.evidence.photo for case in cases),
+            "sensors": Counter(case.evidence.sensors for case in cases),
+            "note": Counter(note_reading(case.evidence, c) for case in cases),
+        }
+        for modality, counts in shown.items():
+            for shows, count in counts.items():  # raises if the generator drew something "impossible"
+                expected = evidence_likelihoods(modality, shows)[CLASS_NAMES.index(c)]
+                assert abs(count / len(cases) - expected) < 0.07, (c, modality, shows)
+    for modality in ("photo", "sensors", "note"):
+        readings = {"photo": ["clean", "bright line", "dark line", "branched crack", "wear band"],
+                    "sensors": ["normal", "crack breathing", "temperature ramp", "bearing impacts",
+                                "misalignment vibration"],
+                    "note": ["vague", "surface", "machine", *CLASS_NAMES[1:]]}[modality]  # fmt: skip
+        table = np.stack([evidence_likelihoods(modality, shows) for shows in readings])
+        assert np.allclose(table.sum(axis=0), 1.0)  # every class shows exactly one of these
+
+
+def test_the_ideal_posterior_of_a_clean_quiet_vaguely_noted_case_by_hand():
+    quiet = CaseEvidence(photo="clean", sensors="normal", note="vague", note_about="ok")
+    case = next(c for c in inspection_cases("val") if c.evidence == quiet and CLASS_NAMES[c.label] == "ok")
+    posteriors = ideal_posteriors(case)
+    ok = CLASS_NAMES.index("ok")
+    assert posteriors.shape == (8, 6) and np.allclose(posteriors.sum(axis=1), 1)
+    assert np.allclose(posteriors[0], 1 / 6)  # nothing observed: the uniform prior
+    # Clean faces: ok, overheating, bearing wear always, misalignment 30% of the time.
+    assert posteriors[1, ok] == pytest.approx(1 / 3.3)
+    # Normal logs: ok and scratch always, crack 70%.
+    assert posteriors[2, ok] == pytest.approx(1 / 2.7)
+    assert posteriors[3, ok] == pytest.approx(1.0)  # only an ok part is clean and quiet
+    # A vague note: 85% of ok notes; 10% + 15% / 5 (a wrong note saying all is fine) of a fault's.
+    assert posteriors[4, ok] == pytest.approx(0.85 / (0.85 + 5 * 0.13))
+
+
+@pytest.mark.parametrize("modality, shows", [("smell", "burnt"), ("photo", "normal"), ("note", "scratch words")])
+def test_the_ideal_classifier_refuses_evidence_the_generator_never_draws(modality, shows):
+    with pytest.raises(ValueError, match="inspection"):
+        evidence_likelihoods(modality, shows)
 
 
 @pytest.mark.parametrize(
