@@ -1,0 +1,177 @@
+"""How high deletion agreement can go on inspection: the ideal classifier against the models.
+
+    python benchmarks/deletion_ceiling.py [--split val|test] [--model FOLDER ...] [--cases N] [--json PATH]
+
+#4 holds the shipped DEQ's explanations to >= 90% deletion agreement: dropping the
+modality with the largest Shapley value must lower the predicted class's probability
+more than dropping the one with the smallest (``deq_core.faithfulness``). This
+computes the same figure, with the same code, for the ideal classifier of the
+inspection generator (``ideal_posteriors``: each modality's evidence read perfectly,
+Bayes' rule, an absent modality simply unobserved) and for each model given, on every
+case of the split. It also prints how well each model predicts from every subset of
+its modalities (log loss of the true class per coalition, the ideal's being the best
+achievable on average): a model that ignores absent modalities well can rank them
+trivially. Uses the generator's ground truth, so inspection only; select on ``val``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from deq_core.checkpoint import load_model  # noqa: E402
+from deq_core.data import load_dataset  # noqa: E402
+from deq_core.data.inspection import CLASS_NAMES, IDEAL_MODALITIES, ideal_posteriors, inspection_cases  # noqa: E402
+from deq_core.faithfulness import TARGETS, deletion_agrees, deletion_pair  # noqa: E402
+from deq_core.shapley import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
+
+NEAR_TIE = 0.01  # single drops this close cost the same to a reader of probabilities
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class DeletionCeiling:
+    """One classifier's deletion agreement on every case of a split.
+
+    Attributes:
+        name: ``"ideal"`` or the model folder's name.
+        accuracy: of the full cases.
+        deletion_agreement: as ``deq_core.faithfulness`` computes it; a tie counts as a disagreement.
+        disagreements: ``"class: largest > smallest"`` -> cases.
+        near_ties: disagreements whose two single drops differ by <= ``NEAR_TIE``.
+        agreement_without_near_ties: the agreement with those cases left out; not #4's
+            target, a diagnostic: it separates rankings that are wrong from ones that are moot.
+        coalition_log_loss: coalition (``"photo+note"``, ``"none"`` ...) -> mean -log p(true class).
+    """
+
+    name: str
+    accuracy: float
+    deletion_agreement: float
+    disagreements: dict[str, int]
+    near_ties: int
+    agreement_without_near_ties: float
+    coalition_log_loss: dict[str, float]
+
+
+def coalition_names(modality_names: tuple[str, ...]) -> list[str]:
+    """Names of the 2^M coalitions in ``coalition_masks`` order: ``"none"``, ``"photo"``, ..."""
+    rows = coalition_masks(len(modality_names)).tolist()
+    return ["+".join(n for n, keep in zip(modality_names, row) if keep) or "none" for row in rows]
+
+
+def summarise(name: str, labels: list[int], explained: list[ModalityShapley], truth: np.ndarray) -> DeletionCeiling:
+    """``explained``: Shapley values of the predicted class per case; ``truth``: ``(n, 2^M)`` p(true class | S)."""
+    disagreements, near_ties, verdicts = Counter(), 0, []
+    for label, shapley in zip(labels, explained):
+        agrees = deletion_agrees(shapley)
+        if agrees is None:
+            continue
+        verdicts.append(agrees)
+        if not agrees:
+            largest, smallest = deletion_pair(shapley)
+            names = shapley.modality_names
+            disagreements[f"{CLASS_NAMES[label]}: {names[largest]} > {names[smallest]}"] += 1
+            near_ties += abs(shapley.without(largest) - shapley.without(smallest)) <= NEAR_TIE
+    log_loss = -np.log(np.clip(truth, 1e-12, None)).mean(axis=0)
+    return DeletionCeiling(
+        name=name,
+        accuracy=float(np.mean([s.target == label for label, s in zip(labels, explained)])),
+        deletion_agreement=float(np.mean(verdicts)) if verdicts else math.nan,  # nan: nothing to rank
+        disagreements=dict(disagreements.most_common()),
+        near_ties=int(near_ties),
+        agreement_without_near_ties=sum(verdicts) / decided if (decided := len(verdicts) - near_ties) else math.nan,
+        coalition_log_loss=dict(zip(coalition_names(explained[0].modality_names), log_loss.tolist())),
+    )
+
+
+def spread_rows(n: int, cases: int | None) -> list[int]:
+    """``cases`` rows spread evenly over ``n`` (all of them for None), as the faithfulness command picks them."""
+    if cases is None or cases >= n:
+        return list(range(n))
+    if cases < 1:
+        raise ValueError(f"--cases must be positive, got {cases}")
+    return np.unique(np.linspace(0, n - 1, cases).astype(int)).tolist()
+
+
+def ideal_ceiling(split: str, cases: int | None = None) -> DeletionCeiling:
+    """The ideal classifier on ``split``: it predicts the full case's most probable class."""
+    everything = inspection_cases(split)
+    cases = [everything[row] for row in spread_rows(len(everything), cases)]
+    labels = [case.label for case in cases]
+    posteriors = np.stack([ideal_posteriors(case) for case in cases])  # (n, 2^M, classes)
+    explained = []
+    for rows in posteriors:
+        target = int(rows[-1].argmax())
+        values = torch.from_numpy(rows[:, target])
+        explained.append(ModalityShapley.from_coalition_values(values, IDEAL_MODALITIES, CLASS_NAMES, target))
+    return summarise("ideal", labels, explained, posteriors[np.arange(len(cases)), :, labels])
+
+
+def model_ceiling(folder: Path, split: str, cases: int | None = None) -> DeletionCeiling:
+    """A model's figure on ``split`` (Shapley values only, no gradients); the ideal's rows for ``cases``."""
+    model = load_model(folder, "cpu")
+    if model.config.dataset != "inspection" or model.config.modality_names != IDEAL_MODALITIES:
+        raise ValueError(f"{folder} was trained on {model.config.dataset!r}; this reads the inspection generator")
+    data = load_dataset("inspection", split, modalities=model.config.modalities)
+    rows = torch.tensor(spread_rows(len(data), cases))
+    explained, truth = [], []
+    for batch in rows.split(BATCH):
+        inputs, labels = tuple(x[batch] for x in data.inputs), data.labels[batch]
+        explained += modality_shapley(model, inputs, cross_check=False)
+        truth += [s.coalition_values.double().numpy() for s in modality_shapley(model, inputs, labels, False)]
+    return summarise(folder.name, data.labels[rows].tolist(), explained, np.stack(truth))
+
+
+def format_row(row: DeletionCeiling) -> str:
+    target = TARGETS["deletion_agreement"][1]
+    lines = [
+        f"{row.name}: accuracy {row.accuracy:.2%}, deletion agreement {row.deletion_agreement:.2%} "
+        f"(target >= {target:.0%}), {sum(row.disagreements.values())} disagreements, "
+        f"{row.near_ties} of them near ties (single drops within {NEAR_TIE}); "
+        f"without the near ties {row.agreement_without_near_ties:.2%}"
+    ]
+    lines += [f"  {count:4d}  {pair}" for pair, count in row.disagreements.items()]
+    lines.append("  log loss per coalition: " + ", ".join(f"{k} {v:.3f}" for k, v in row.coalition_log_loss.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--model", type=Path, nargs="*", default=[], help="inspection model folders")
+    parser.add_argument("--cases", type=int, default=None, help="cases spread over the split (default: all)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.cases is not None and args.cases < 1:
+        parser.error(f"--cases must be positive, got {args.cases}")
+    torch.set_num_threads(1)
+    for folder in args.model:
+        if not (folder / "config.json").is_file():
+            parser.error(f"{folder} is not a model folder (no config.json)")
+    rows = [ideal_ceiling(args.split, args.cases)]
+    print(f"inspection {args.split}, {'every case' if args.cases is None else f'{args.cases} cases spread over it'}:")
+    print(format_row(rows[0]))
+    for folder in args.model:
+        try:
+            rows.append(model_ceiling(folder, args.split, args.cases))
+        except ValueError as error:
+            parser.error(str(error))
+        print(format_row(rows[-1]))
+    if args.json:
+        args.json.write_text(json.dumps({"split": args.split, "cases": args.cases, "near_tie": NEAR_TIE,
+                                         "rows": [asdict(r) for r in rows]}, indent=2) + "\n")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
