@@ -33,6 +33,7 @@ from deq_core.checkpoint import load_model  # noqa: E402
 from deq_core.data import load_dataset  # noqa: E402
 from deq_core.data.inspection import CLASS_NAMES, IDEAL_MODALITIES, ideal_posteriors, inspection_cases  # noqa: E402
 from deq_core.faithfulness import TARGETS, deletion_agrees, deletion_pair  # noqa: E402
+from deq_core.ideal import ideal_shapley  # noqa: E402
 from deq_core.shapley import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
 
 NEAR_TIE = 0.01  # single drops this close cost the same to a reader of probabilities
@@ -109,11 +110,7 @@ def ideal_ceiling(split: str, cases: int | None = None) -> DeletionCeiling:
     cases = [everything[row] for row in spread_rows(len(everything), cases)]
     labels = [case.label for case in cases]
     posteriors = np.stack([ideal_posteriors(case) for case in cases])  # (n, 2^M, classes)
-    explained = []
-    for rows in posteriors:
-        target = int(rows[-1].argmax())
-        values = torch.from_numpy(rows[:, target])
-        explained.append(ModalityShapley.from_coalition_values(values, IDEAL_MODALITIES, CLASS_NAMES, target))
+    explained = [ideal_shapley(case) for case in cases]
     return summarise("ideal", labels, explained, posteriors[np.arange(len(cases)), :, labels])
 
 
