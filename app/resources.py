@@ -457,6 +457,15 @@ def test_case(entry: ModelEntry, case_id: str) -> Case:
     return Case(key=case_id, inputs=inputs, label=label, texts={k: v[row] for k, v in data.texts.items()})
 
 
+def ideal_reference(entry: ModelEntry, case: Case, target: int):
+    """``deq_core.ideal.IdealReference`` of a generated inspection case, else None (other data, uploads)."""
+    if entry.dataset != "inspection" or case.label is None:
+        return None
+    from deq_core.ideal import ideal_reference as reference
+
+    return reference(case.key, case.inputs, case.texts, target)
+
+
 def current_case(entry: ModelEntry) -> Case | None:
     """The case chosen on the Inspect page (an upload or a test case), shared with the Lab and Tuning."""
     upload = st.session_state.get("uploaded_case")

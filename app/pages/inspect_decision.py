@@ -236,6 +236,20 @@ with f:
     final_share = np.asarray(trajectory.gate_share()[-1])
     chart(plots.gate_share_bars(config.modality_names, final_share, height=280), "insp_gate_share")
 
+reference = resources.ideal_reference(entry, case, config.class_names.index(target_name))
+if reference is not None:
+    st.markdown("**Against the ideal classifier**",
+                help="This case comes from the inspection generator, which records what each input truly shows. The ideal "
+                "classifier reads that perfectly and weighs it by Bayes' rule; its Shapley values are what a model that "
+                "read the evidence perfectly would give. A different ranking is worth a look, not proof of an error: "
+                "where two inputs both settle the case, their order is a near tie.")  # fmt: skip
+    comparison, sentence = frames.ideal_comparison(shapley, reference)
+    st.caption(sentence)
+    st.dataframe(comparison, hide_index=True, key="insp_ideal", column_config={
+        "model": st.column_config.NumberColumn("model's Shapley value", format="%+.3f"),
+        "ideal": st.column_config.NumberColumn("ideal's Shapley value", format="%+.3f"),
+    })  # fmt: skip
+
 maps = st.columns(2)
 slot = 0
 for i, m in enumerate(config.modalities):

@@ -11,6 +11,8 @@ import plotly.io
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from deq_core.data.inspection import CLASS_NAMES
+from deq_core.ideal import generated_case, ideal_shapley
 from lens_setup import APP, TEST_CASES, app_environment, apply_environment, restore_environment, tiny_models
 
 TIMEOUT = 300  # seconds per run: the first run of a page queues evaluations and sweeps on one thread
@@ -96,6 +98,18 @@ def test_inspect_filters_cases_and_shows_the_equilibrium_and_its_explanation(len
     residuals = figure(at, "insp_residuals")
     assert residuals.layout.yaxis.type == "log"
     assert {"Solver", "Final residual", "IG delta", "Shapley check"} <= {m.label for m in at.metric}
+
+    # A generated case: its explanation sits beside the ideal classifier's, on the same class.
+    case = generated_case(at.session_state["case_id"])
+    ideal = [d.value for d in at.dataframe if "what it truly shows" in d.value.columns]
+    assert len(ideal) == 1
+    table = ideal[0]
+    assert list(table["input"]) == ["photo", "sensors", "note"]
+    assert list(table["what it truly shows"][:2]) == [case.evidence.photo, case.evidence.sensors]
+    explained = at.selectbox(key=f"insp_target_{case.case_id}").value
+    reference = ideal_shapley(case, CLASS_NAMES.index(explained))
+    assert np.allclose(table["ideal"], reference.values.numpy(), atol=1e-6)
+    assert any(c.value.startswith("The ideal classifier decides") for c in at.caption)
 
     cases = at.selectbox(key="insp_case")
     first, options = cases.value, cases.options
