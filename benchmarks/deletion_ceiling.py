@@ -8,10 +8,12 @@ more than dropping the one with the smallest (``deq_core.faithfulness``). This
 computes the same figure, with the same code, for the ideal classifier of the
 inspection generator (``ideal_posteriors``: each modality's evidence read perfectly,
 Bayes' rule, an absent modality simply unobserved) and for each model given, on every
-case of the split. It also prints how well each model predicts from every subset of
-its modalities (log loss of the true class per coalition, the ideal's being the best
-achievable on average): a model that ignores absent modalities well can rank them
-trivially. Uses the generator's ground truth, so inspection only; select on ``val``.
+case of the split. It also prints how often each model ranks its inputs as the ideal
+does for the class it explains (the input with the largest Shapley value, and the
+whole order; cases where the ideal ties at the top are left out), and how well it
+predicts from every subset of its inputs (log loss of the true class per coalition;
+the ideal's is the best achievable on average). Uses the generator's ground truth, so
+inspection only; select on ``val``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ import torch  # noqa: E402
 
 from deq_core.checkpoint import load_model  # noqa: E402
 from deq_core.data import load_dataset  # noqa: E402
-from deq_core.data.inspection import CLASS_NAMES, IDEAL_MODALITIES, ideal_posteriors, inspection_cases  # noqa: E402
+from deq_core.data.inspection import (  # noqa: E402
+    CLASS_NAMES,
+    IDEAL_MODALITIES,
+    InspectionCase,
+    ideal_posteriors,
+    inspection_cases,
+)
 from deq_core.faithfulness import TARGETS, deletion_agrees, deletion_pair  # noqa: E402
 from deq_core.ideal import ideal_shapley  # noqa: E402
 from deq_core.shapley import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
@@ -53,6 +61,11 @@ class DeletionCeiling:
         agreement_without_near_ties: the agreement with those cases left out; not #4's
             target, a diagnostic: it separates rankings that are wrong from ones that are moot.
         coalition_log_loss: coalition (``"photo+note"``, ``"none"`` ...) -> mean -log p(true class).
+        ideal_top_agreement: share of cases whose largest Shapley value is on the input where
+            the ideal classifier's is, for the class explained (cases where the ideal's
+            largest is tied are left out; ``ranked`` counts the rest).
+        ideal_ranking_agreement: the same for the whole order of the inputs.
+        ranked: the cases behind the two agreements with the ideal.
     """
 
     name: str
@@ -62,6 +75,9 @@ class DeletionCeiling:
     near_ties: int
     agreement_without_near_ties: float
     coalition_log_loss: dict[str, float]
+    ideal_top_agreement: float
+    ideal_ranking_agreement: float
+    ranked: int
 
 
 def coalition_names(modality_names: tuple[str, ...]) -> list[str]:
@@ -70,9 +86,18 @@ def coalition_names(modality_names: tuple[str, ...]) -> list[str]:
     return ["+".join(n for n, keep in zip(modality_names, row) if keep) or "none" for row in rows]
 
 
-def summarise(name: str, labels: list[int], explained: list[ModalityShapley], truth: np.ndarray) -> DeletionCeiling:
+def summarise(
+    name: str, cases: list[InspectionCase], explained: list[ModalityShapley], truth: np.ndarray
+) -> DeletionCeiling:
     """``explained``: Shapley values of the predicted class per case; ``truth``: ``(n, 2^M)`` p(true class | S)."""
-    disagreements, near_ties, verdicts = Counter(), 0, []
+    labels = [case.label for case in cases]
+    disagreements, near_ties, verdicts, top, ranking = Counter(), 0, [], [], []
+    for case, shapley in zip(cases, explained):
+        ideal = ideal_shapley(case, shapley.target).values.numpy()
+        if np.isclose(ideal, ideal.max(), rtol=0, atol=1e-9).sum() == 1:
+            values = shapley.values.numpy()
+            top.append(values.argmax() == ideal.argmax())
+            ranking.append(np.array_equal(np.argsort(-values), np.argsort(-ideal)))
     for label, shapley in zip(labels, explained):
         agrees = deletion_agrees(shapley)
         if agrees is None:
@@ -92,6 +117,9 @@ def summarise(name: str, labels: list[int], explained: list[ModalityShapley], tr
         near_ties=int(near_ties),
         agreement_without_near_ties=sum(verdicts) / decided if (decided := len(verdicts) - near_ties) else math.nan,
         coalition_log_loss=dict(zip(coalition_names(explained[0].modality_names), log_loss.tolist())),
+        ideal_top_agreement=float(np.mean(top)) if top else math.nan,
+        ideal_ranking_agreement=float(np.mean(ranking)) if ranking else math.nan,
+        ranked=len(top),
     )
 
 
@@ -111,7 +139,7 @@ def ideal_ceiling(split: str, cases: int | None = None) -> DeletionCeiling:
     labels = [case.label for case in cases]
     posteriors = np.stack([ideal_posteriors(case) for case in cases])  # (n, 2^M, classes)
     explained = [ideal_shapley(case) for case in cases]
-    return summarise("ideal", labels, explained, posteriors[np.arange(len(cases)), :, labels])
+    return summarise("ideal", cases, explained, posteriors[np.arange(len(cases)), :, labels])
 
 
 def model_ceiling(folder: Path, split: str, cases: int | None = None) -> DeletionCeiling:
@@ -126,7 +154,8 @@ def model_ceiling(folder: Path, split: str, cases: int | None = None) -> Deletio
         inputs, labels = tuple(x[batch] for x in data.inputs), data.labels[batch]
         explained += modality_shapley(model, inputs, cross_check=False)
         truth += [s.coalition_values.double().numpy() for s in modality_shapley(model, inputs, labels, False)]
-    return summarise(folder.name, data.labels[rows].tolist(), explained, np.stack(truth))
+    everything = inspection_cases(split)  # row i of data is case i
+    return summarise(folder.name, [everything[row] for row in rows.tolist()], explained, np.stack(truth))
 
 
 def format_row(row: DeletionCeiling) -> str:
@@ -138,6 +167,8 @@ def format_row(row: DeletionCeiling) -> str:
         f"without the near ties {row.agreement_without_near_ties:.2%}"
     ]
     lines += [f"  {count:4d}  {pair}" for pair, count in row.disagreements.items()]
+    lines.append(f"  the ideal's ranking, on {row.ranked} cases: top input {row.ideal_top_agreement:.2%}, "
+                 f"whole order {row.ideal_ranking_agreement:.2%}")
     lines.append("  log loss per coalition: " + ", ".join(f"{k} {v:.3f}" for k, v in row.coalition_log_loss.items()))
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ def test_the_ideal_classifier_fails_deletion_only_on_ties():
     assert disagreements > 0 and ideal.near_ties == disagreements
     assert ideal.deletion_agreement == pytest.approx(1 - disagreements / 360)
     assert ideal.agreement_without_near_ties == 1.0
+    assert ideal.ideal_top_agreement == ideal.ideal_ranking_agreement == 1.0 and 0 < ideal.ranked < 360
     # Nothing observed: the uniform prior; everything observed: nearly certain.
     assert ideal.coalition_log_loss["none"] == pytest.approx(math.log(6))
     assert ideal.coalition_log_loss["photo+sensors+note"] < 0.05
@@ -44,6 +45,7 @@ def test_a_models_row_reads_the_same_probabilities_as_its_evaluation(tmp_path, c
     assert row.coalition_log_loss["photo+sensors+note"] == pytest.approx(full_loss, rel=1e-4)
     assert list(row.coalition_log_loss) == deletion_ceiling.coalition_names(("photo", "sensors", "note"))
     assert 0 <= row.deletion_agreement <= 1 and row.near_ties <= sum(row.disagreements.values())
+    assert 0 < row.ranked <= 60 and 0 <= row.ideal_ranking_agreement <= row.ideal_top_agreement <= 1
 
     out = tmp_path / "ceiling.json"
     assert deletion_ceiling.main(["--model", str(folder), "--cases", "30", "--json", str(out)]) == 0
