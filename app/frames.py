@@ -322,40 +322,23 @@ def compute_frame(comparison) -> pd.DataFrame:
 # --------------------------------------------------------------------------- the ideal classifier
 
 
-def ideal_comparison(shapley, reference) -> tuple[pd.DataFrame, str]:
+def ideal_comparison(shapley, reference) -> pd.DataFrame:
     """The model's modality Shapley values beside the ideal classifier's, for one case.
 
     ``shapley``: the model's ``ModalityShapley``; ``reference``: ``deq_core.ideal.IdealReference``
-    of the same class. Returns a table (input, what it truly shows, model, ideal) and
-    one sentence comparing which input each ranks first.
+    of the same class. One row per input: what it truly shows, the model's value, the ideal's.
     """
     ideal = reference.shapley
     if ideal.target != shapley.target:
         raise ValueError(f"the model explains class {shapley.target}, the ideal reference class {ideal.target}")
-    order = [ideal.modality_names.index(name) for name in shapley.modality_names]
+    names = list(shapley.modality_names)
     model_values = np.asarray(shapley.values, dtype=float)
-    ideal_values = np.asarray(ideal.values, dtype=float)[order]
-    table = pd.DataFrame(
+    ideal_values = np.asarray(ideal.values, dtype=float)[[ideal.modality_names.index(n) for n in names]]
+    return pd.DataFrame(
         {
-            "input": list(shapley.modality_names),
-            "what it truly shows": [reference.shows[name] for name in shapley.modality_names],
+            "input": names,
+            "what it truly shows": [reference.shows[name] for name in names],
             "model": model_values,
             "ideal": ideal_values,
         }
     )
-    target = shapley.class_names[shapley.target]
-    decided = ideal.class_names[int(np.argmax(reference.probabilities))]
-    first_model = shapley.modality_names[int(model_values.argmax())]
-    first_ideal = shapley.modality_names[int(ideal_values.argmax())]
-    tied = np.isclose(ideal_values, ideal_values.max(), atol=1e-9).sum() > 1
-    if tied:
-        ranking = f"the ideal ranks several inputs first for P({target}); the model ranks the {first_model} first."
-    elif first_model == first_ideal:
-        ranking = f"both rank the {first_model} first for P({target})."
-    else:
-        ranking = f"for P({target}) the model ranks the {first_model} first, the ideal the {first_ideal}."
-    sentence = (
-        f"The ideal classifier decides {decided} ({float(np.max(reference.probabilities)):.0%}); "
-        f"the truth is {reference.label}; {ranking}"
-    )
-    return table, sentence

@@ -41,6 +41,7 @@ from .checkpoint import CONFIG, WEIGHTS, ModelLoadError, load_model, model_check
 from .config import SolverSettings
 from .corrupt import CorruptionSet, InputReference, apply
 from .explain import Explanation, explain_case
+from .ideal import IdealReference, ideal_reference, ranking_sentence
 from .model import FusionModel
 
 FORMAT = "deq-fusion-lens/decision-report"
@@ -317,8 +318,25 @@ def build_report(
         },
         "tolerances": dict(TOLERANCES),
     }
+    reference = ideal_reference(case_id, seen, texts or {}, explanation.target)
+    if reference is not None:  # a generated inspection case, unaltered: the ground truth is known
+        model_values = dict(zip(shapley.modality_names, shapley.values.tolist()))
+        record["ideal_reference"] = _reference_record(reference, model_values)
     record["report_sha256"] = record_sha256(record)
     return DecisionReport(record=record, html=render_html(record), explanation=explanation)
+
+
+def _reference_record(reference: IdealReference, model_values: Mapping[str, float]) -> dict:
+    """The ideal classifier's view of the case, and the sentence comparing it with the model's values."""
+    shapley = reference.shapley
+    return {
+        "label": reference.label,
+        "shows": dict(reference.shows),
+        "probabilities": dict(zip(shapley.class_names, reference.probabilities.tolist())),
+        "target_class": shapley.class_names[shapley.target],
+        "shapley": dict(zip(shapley.modality_names, shapley.values.tolist())),
+        "sentence": ranking_sentence(model_values, reference),
+    }
 
 
 # --------------------------------------------------------------------------- HTML
@@ -362,6 +380,10 @@ def plain_summary(record: Mapping) -> str:
     if trajectory is not None:
         text += (f" The equilibrium search settled in {trajectory['iterations']} iterations." if trajectory["converged"]
                  else f" The equilibrium search did not settle ({trajectory['status']}): treat the decision with caution.")  # fmt: skip
+    reference = record.get("ideal_reference")
+    if reference:
+        shows = ", ".join(f"{name}: {what}" for name, what in reference["shows"].items())
+        text += f" What the inputs truly show (the generator's record): {shows}. {reference['sentence']}"
     if record.get("corruption"):
         text += " The inputs were deliberately altered before the decision: " + "; ".join(record["corruption"]["description"]) + "."
     return text
@@ -432,6 +454,7 @@ def render_html(record: Mapping) -> str:
 strongest individual features (Integrated Gradients on the {html.escape(attribution['ig_output'])}).</p>
 {_table(["Input", "Shapley value", "IG total"], [(n, f"{v:+.5f}", f"{attribution['ig_totals'][n]:+.5f}") for n, v in attribution["shapley"].items()], numeric=(1, 2))}
 {_table(["Input", "Feature", "Score"], top_rows, numeric=(2,))}
+{_ideal_section(record)}
 <div class="figures">{''.join(parts)}</div>
 <h2>How far to trust it</h2>
 {verdict}
@@ -442,6 +465,21 @@ inputs and settings recorded in the JSON file and compares.</p>
 {_table(["What", "Value"], provenance)}
 </body></html>
 """
+
+
+def _ideal_section(record: Mapping) -> str:
+    reference = record.get("ideal_reference")
+    if not reference:
+        return ""
+    model_values = record["attribution"]["shapley"]
+    rows = [(name, reference["shows"][name], f"{model_values[name]:+.5f}", f"{value:+.5f}")
+            for name, value in reference["shapley"].items()]  # fmt: skip
+    return (
+        f"<h2>Against the ideal classifier</h2><p>This case comes from the inspection generator, which records what "
+        f"each input truly shows; the ideal classifier reads that perfectly and weighs it by Bayes' rule. "
+        f"{html.escape(reference['sentence'])}</p>"
+        + _table(["Input", "What it truly shows", "Model's Shapley value", "Ideal's Shapley value"], rows, numeric=(2, 3))
+    )
 
 
 # --------------------------------------------------------------------------- verification
@@ -503,7 +541,28 @@ def verify_report(record: Mapping, model_folder: str | Path | None = None) -> Re
     explanation = _explain(model, seen, record["inputs"]["texts"], settings)
     problems += compare(record, explanation, settings.top_k)
     checked.append("re-run: prediction, probabilities, Shapley values, top features")
+    if "ideal_reference" in record:
+        problems += _compare_reference(record, seen, explanation.target)
+        checked.append("ideal classifier reference")
     return ReportVerification(not problems, tuple(problems), tuple(checked))
+
+
+def _compare_reference(record: Mapping, seen: Sequence[torch.Tensor], target: int) -> list[str]:
+    """The recorded ideal-classifier reference against one recomputed from the recorded inputs."""
+    fresh = ideal_reference(record["case_id"], seen, record["inputs"]["texts"], target)
+    if fresh is None:
+        return ["ideal reference: the recorded inputs are not the generated case they claim to be"]
+    recorded = record["ideal_reference"]
+    recorded_model = record["attribution"]["shapley"]
+    again = _reference_record(fresh, {n: recorded_model.get(n, math.nan) for n in fresh.shapley.modality_names})
+    problems = [f"ideal reference {key}: recorded {recorded.get(key)!r}, recomputed {again[key]!r}"
+                for key in ("label", "shows", "target_class", "sentence") if recorded.get(key) != again[key]]  # fmt: skip
+    tolerance = {**TOLERANCES, **record.get("tolerances", {})}["shapley"]
+    for name, value in again["shapley"].items():
+        if abs(recorded.get("shapley", {}).get(name, math.inf) - value) > tolerance:
+            problems.append(f"ideal reference Shapley value of {name}: recorded {recorded['shapley'].get(name)}, "
+                            f"recomputed {value:.8g}")  # fmt: skip
+    return problems
 
 
 def compare(record: Mapping, explanation: Explanation, top_k: int = TOP_K) -> list[str]:

@@ -109,3 +109,29 @@ def ideal_reference(
         probabilities=ideal_posteriors(case)[-1],
         shapley=ideal_shapley(case, target),
     )
+
+
+def ranking_sentence(model_values: Mapping[str, float], reference: IdealReference) -> str:
+    """One sentence: the ideal's decision and who ranks which input first for the explained class.
+
+    ``model_values``: the model's Shapley value per input (any order), of ``reference.shapley``'s class.
+    """
+    ideal = reference.shapley
+    names = list(ideal.modality_names)
+    if set(model_values) != set(names):
+        raise ValueError(f"the model's inputs {sorted(model_values)} are not the ideal's {sorted(names)}")
+    ideal_values = np.asarray(ideal.values, dtype=float)
+    target = ideal.class_names[ideal.target]
+    first_model = max(model_values, key=model_values.get)
+    first_ideal = names[int(ideal_values.argmax())]
+    if np.isclose(ideal_values, ideal_values.max(), rtol=0, atol=1e-9).sum() > 1:
+        ranking = f"the ideal ranks several inputs first for P({target}); the model ranks the {first_model} first."
+    elif first_model == first_ideal:
+        ranking = f"both rank the {first_model} first for P({target})."
+    else:
+        ranking = f"for P({target}) the model ranks the {first_model} first, the ideal the {first_ideal}."
+    decided = ideal.class_names[int(np.argmax(reference.probabilities))]
+    return (
+        f"The ideal classifier decides {decided} ({float(np.max(reference.probabilities)):.0%}); "
+        f"the truth is {reference.label}; {ranking}"
+    )

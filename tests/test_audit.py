@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from deq_core.audit import (
     log_report,
     main,
     record_sha256,
+    render_html,
     tensor_sha256,
     unembed_tensor,
     verify_report,
@@ -201,3 +203,42 @@ def test_cli_reports_are_bit_identical_across_processes_and_logged(tmp_path):
     logged = subprocess.run([sys.executable, "-m", "deq_core.audit", "verify-log", "--db", url],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert logged.returncode == 0 and "4 entries" in logged.stdout
+
+
+INSPECTION_LATE = REPO / "assets" / "models" / "inspection-late"
+
+
+def test_a_generated_inspection_case_carries_the_ideal_reference_and_it_is_verified():
+    from deq_core import load_model
+    from deq_core.data import load_dataset
+
+    torch.set_num_threads(1)
+    model, data = load_model(INSPECTION_LATE, "cpu"), load_dataset("inspection", "test")
+    inputs, texts = tuple(x[7:8] for x in data.inputs), {"note": data.texts["note"][7]}
+    report = build_report(model, INSPECTION_LATE, inputs, data.ids[7], texts=texts, settings=SETTINGS)
+    reference = report.record["ideal_reference"]
+    assert reference["shows"] == {"photo": "bright line", "sensors": "normal", "note": "names scratch"}
+    assert reference["target_class"] == report.record["attribution"]["target_class"] == "scratch"
+    assert sum(reference["shapley"].values()) == pytest.approx(1 - 1 / 6, abs=1e-6)  # certain, from the uniform prior
+    assert html.escape("What the inputs truly show (the generator's record): photo: bright line") in report.html
+    assert "Against the ideal classifier" in report.html and html.escape(reference["sentence"]) in report.html
+    assert verify_report(report.record).checked[-1] == "ideal classifier reference"
+    assert verify_report(report.record).ok
+
+    forged = json.loads(json.dumps(report.record))
+    forged["ideal_reference"]["shapley"]["note"] += 0.2
+    forged["report_sha256"] = record_sha256(forged)
+    assert any("ideal reference Shapley value of note" in p for p in verify_report(forged).problems)
+
+    # Altered inputs no longer show what the generator recorded: no reference, nothing claimed.
+    variant = build_report(model, INSPECTION_LATE, inputs, data.ids[7], texts=texts, settings=SETTINGS,
+                           corruption=CorruptionSet((corrupt("photo", "gaussian_noise", 0.5),)))  # fmt: skip
+    assert "ideal_reference" not in variant.record
+    other = build_report(model, INSPECTION_LATE, inputs, data.ids[8], texts=texts, settings=SETTINGS)
+    assert "ideal_reference" not in other.record
+
+
+def test_reports_of_other_data_have_no_ideal_reference(saved, case):
+    model, folder = saved
+    record = build_report(model, folder, case, "insp-test-0000", settings=SETTINGS).record
+    assert "ideal_reference" not in record and "Against the ideal classifier" not in render_html(record)

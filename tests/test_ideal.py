@@ -7,7 +7,7 @@ import torch
 
 from deq_core.data import load_dataset
 from deq_core.data.inspection import CLASS_NAMES, inspection_cases
-from deq_core.ideal import describe_note, generated_case, ideal_reference, ideal_shapley
+from deq_core.ideal import describe_note, generated_case, ideal_reference, ideal_shapley, ranking_sentence
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,18 @@ def test_inputs_of_another_shape_get_no_reference(test_split):
     assert ideal_reference(test_split.ids[7], (inputs[0][:, :, :32], *inputs[1:]), texts) is None
     assert ideal_reference(test_split.ids[7], inputs[:2], texts) is None
     assert ideal_reference(test_split.ids[7], (torch.zeros(1, 1, 64, 64), *inputs[1:]), texts) is None
+
+
+def test_the_sentence_names_who_ranks_which_input_first(test_split):
+    good = ideal_reference(test_split.ids[0], *case_inputs(test_split, 0), target=0)  # clean, normal, vague
+    note_first = {"photo": 0.1, "sensors": 0.2, "note": 0.5}
+    assert ranking_sentence(note_first, good) == ("The ideal classifier decides ok (100%); the truth is ok; "
+                                                  "for P(ok) the model ranks the note first, the ideal the sensors.")  # fmt: skip
+    ideal_values = dict(zip(good.shapley.modality_names, good.shapley.values.tolist()))
+    assert ranking_sentence(ideal_values, good).endswith("both rank the sensors first for P(ok).")
+    band = next(i for i, c in enumerate(inspection_cases("test")) if c.evidence.photo == "wear band")
+    tied = ideal_reference(test_split.ids[band], *case_inputs(test_split, band))  # the photo and the log each settle it
+    assert ranking_sentence(note_first, tied).endswith(
+        "the ideal ranks several inputs first for P(misalignment); the model ranks the note first.")  # fmt: skip
+    with pytest.raises(ValueError, match="not the ideal's"):
+        ranking_sentence({"photo": 0.1, "note": 0.5}, good)

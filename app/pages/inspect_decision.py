@@ -12,6 +12,7 @@ from app.widgets import chart
 from deq_core.attribution import BASELINES, DEFAULT_STEPS, top_features
 from deq_core.audit import ReportSettings
 from deq_core.data.readers import READERS, InputError, text_to_tokens
+from deq_core.ideal import ranking_sentence
 from deq_core.text import token_strings
 
 LOW_CONFIDENCE = 0.6  # below this the decision is called unsure
@@ -243,8 +244,8 @@ if reference is not None:
                 "classifier reads that perfectly and weighs it by Bayes' rule; its Shapley values are what a model that "
                 "read the evidence perfectly would give. A different ranking is worth a look, not proof of an error: "
                 "where two inputs both settle the case, their order is a near tie.")  # fmt: skip
-    comparison, sentence = frames.ideal_comparison(shapley, reference)
-    st.caption(sentence)
+    comparison = frames.ideal_comparison(shapley, reference)
+    st.caption(ranking_sentence(dict(zip(comparison["input"], comparison["model"])), reference))
     st.dataframe(comparison, hide_index=True, key="insp_ideal", column_config={
         "model": st.column_config.NumberColumn("model's Shapley value", format="%+.3f"),
         "ideal": st.column_config.NumberColumn("ideal's Shapley value", format="%+.3f"),
