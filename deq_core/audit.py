@@ -318,7 +318,7 @@ def build_report(
         },
         "tolerances": dict(TOLERANCES),
     }
-    reference = ideal_reference(case_id, seen, texts or {}, explanation.target)
+    reference = ideal_reference(case_id, seen, texts or {}, explanation.target, config.modality_names)
     if reference is not None:  # a generated inspection case, unaltered: the ground truth is known
         model_values = dict(zip(shapley.modality_names, shapley.values.tolist()))
         record["ideal_reference"] = _reference_record(reference, model_values)
@@ -549,7 +549,8 @@ def verify_report(record: Mapping, model_folder: str | Path | None = None) -> Re
 
 def _compare_reference(record: Mapping, seen: Sequence[torch.Tensor], target: int) -> list[str]:
     """The recorded ideal-classifier reference against one recomputed from the recorded inputs."""
-    fresh = ideal_reference(record["case_id"], seen, record["inputs"]["texts"], target)
+    names = tuple(m["name"] for m in record["inputs"]["modalities"])
+    fresh = ideal_reference(record["case_id"], seen, record["inputs"]["texts"], target, names)
     if fresh is None:
         return ["ideal reference: the recorded inputs are not the generated case they claim to be"]
     recorded = record["ideal_reference"]

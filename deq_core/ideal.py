@@ -80,16 +80,22 @@ def ideal_shapley(case: InspectionCase, target: int | None = None) -> ModalitySh
 
 
 def ideal_reference(
-    case_id: str, inputs: Sequence[torch.Tensor], texts: Mapping[str, str], target: int | None = None
+    case_id: str,
+    inputs: Sequence[torch.Tensor],
+    texts: Mapping[str, str],
+    target: int | None = None,
+    modality_names: Sequence[str] = IDEAL_MODALITIES,
 ) -> IdealReference | None:
     """The reference for a case the model sees as ``inputs`` (photo, sensors, note; batch 1) and ``texts``.
 
-    None unless ``case_id`` names a generated case AND the photo, the sensor log and
-    the note's text are that case's, unchanged: an edited or corrupted case no longer
-    shows what the generator recorded.
+    None unless the model's ``modality_names`` are the generator's, ``case_id`` names a
+    generated case, AND the photo, the sensor log and the note's text are that case's,
+    unchanged: an edited or corrupted case no longer shows what the generator recorded.
     """
+    if tuple(modality_names) != IDEAL_MODALITIES or len(inputs) != len(IDEAL_MODALITIES):
+        return None
     case = generated_case(case_id)
-    if case is None or len(inputs) != len(IDEAL_MODALITIES) or texts.get("note") != case.note:
+    if case is None or texts.get("note") != case.note:
         return None
     photo = pixels_to_tensor(case.photo[None])[:, None]
     sensors = torch.from_numpy(case.sensors)[None]

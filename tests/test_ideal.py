@@ -83,6 +83,7 @@ def test_inputs_of_another_shape_get_no_reference(test_split):
     inputs, texts = case_inputs(test_split, 7)
     assert ideal_reference(test_split.ids[7], (inputs[0][:, :, :32], *inputs[1:]), texts) is None
     assert ideal_reference(test_split.ids[7], inputs[:2], texts) is None
+    assert ideal_reference(test_split.ids[7], inputs, texts, modality_names=("image", "log", "text")) is None
     assert ideal_reference(test_split.ids[7], (torch.zeros(1, 1, 64, 64), *inputs[1:]), texts) is None
 
 
