@@ -40,11 +40,10 @@ from deq_core.data.inspection import (  # noqa: E402
     ideal_posteriors,
     inspection_cases,
 )
-from deq_core.faithfulness import TARGETS, deletion_agrees, deletion_pair  # noqa: E402
+from deq_core.faithfulness import NEAR_TIE, TARGETS, deletion_agrees, deletion_near_tie, deletion_pair  # noqa: E402
 from deq_core.ideal import ideal_shapley  # noqa: E402
 from deq_core.shapley import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
 
-NEAR_TIE = 0.01  # single drops this close cost the same to a reader of probabilities
 BATCH = 64
 
 
@@ -107,7 +106,7 @@ def summarise(
             largest, smallest = deletion_pair(shapley)
             names = shapley.modality_names
             disagreements[f"{CLASS_NAMES[label]}: {names[largest]} > {names[smallest]}"] += 1
-            near_ties += abs(shapley.without(largest) - shapley.without(smallest)) <= NEAR_TIE
+            near_ties += deletion_near_tie(shapley)
     log_loss = -np.log(np.clip(truth, 1e-12, None)).mean(axis=0)
     return DeletionCeiling(
         name=name,

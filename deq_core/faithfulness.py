@@ -9,6 +9,10 @@ Measures, over the chosen cases:
   target probability more than dropping the one with the smallest;
   deletion_disagreements counts the cases where it does not, by "largest > smallest"
   modality pair (where the Shapley ranking and the single drops part ways);
+  deletion_near_ties counts those of them whose two drops are within ``NEAR_TIE`` of
+  each other (reported beside the target, not part of it: where two inputs each
+  settle the case, even the ideal classifier's drops tie, see
+  ``benchmarks/deletion_ceiling.py``);
 * randomization_spearman: Adebayo et al. (2018) model-randomisation test, mean |Spearman|
   between the trained model's attributions and those of the same architecture with fresh
   weights (same input standardisation); low means the attributions depend on what the
@@ -49,6 +53,7 @@ TARGETS = {
     "explain_seconds_median": ("<=", 1.0),
 }
 STANDARDISATION_BUFFERS = ("input_mean", "center", "scale")
+NEAR_TIE = 0.01  # two single drops this close cost the same to a reader of probabilities
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class Faithfulness:
     relative_delta_median: float | None
     deletion_agreement: float | None
     deletion_disagreements: dict[str, int]
+    deletion_near_ties: int
     randomization_spearman: float | None
     batch_invariance_max_abs_diff: float
     batch_invariance_cases: int
@@ -142,6 +148,18 @@ def deletion_agrees(shapley: ModalityShapley) -> bool | None:
     drop_largest = shapley.full_value - shapley.without(largest)
     drop_smallest = shapley.full_value - shapley.without(smallest)
     return drop_largest > drop_smallest
+
+
+def deletion_near_tie(shapley: ModalityShapley) -> bool:
+    """The single drops of the largest- and smallest-Shapley modality are within ``NEAR_TIE``.
+
+    False where ``deletion_pair`` is None.
+    """
+    pair = deletion_pair(shapley)
+    if pair is None:
+        return False
+    largest, smallest = pair
+    return abs(shapley.without(largest) - shapley.without(smallest)) <= NEAR_TIE
 
 
 def batch_invariance(model: FusionModel, inputs, n_steps: int = DEFAULT_STEPS, baseline=None) -> float:
@@ -217,6 +235,7 @@ def measure(
         relative_delta_median=float(np.median(deltas)) if deltas else None,
         deletion_agreement=float(np.mean(deletions)) if deletions else None,
         deletion_disagreements=dict(disagreements.most_common()),
+        deletion_near_ties=sum(deletion_near_tie(shapley) for shapley, agrees in verdicts if agrees is False),
         randomization_spearman=float(np.mean(finite_correlations)) if finite_correlations else None,
         batch_invariance_max_abs_diff=invariance,
         batch_invariance_cases=len(invariance_rows),

@@ -15,6 +15,7 @@ from deq_core.explain import explain_case
 from deq_core.faithfulness import (
     average_ranks,
     deletion_agrees,
+    deletion_near_tie,
     deletion_pair,
     format_table,
     main,
@@ -86,11 +87,13 @@ def test_deletion_agreement_compares_the_drops_of_the_largest_and_smallest_modal
 def test_deletion_disagreements_name_the_pairs_of_the_failing_cases(monkeypatch):
     """The counts add up to the failing share of the ranked cases, keyed "largest > smallest"."""
     coalitions = [0.1, 0.4, 0.3, 0.6, 0.2, 0.7, 0.5, 0.9]
+    tied = [0.1, 0.4, 0.3, 0.6, 0.2, 0.7, 0.595, 0.9]  # dropping c costs 0.3, dropping a 0.305
     shapleys = iter([
         _shapley([-0.1, 0.1, 0.5], coalitions),  # c largest, a smallest, yet dropping a costs more: fails
         _shapley([0.5, 0.1, -0.1], coalitions),  # agrees
         _shapley([-0.1, 0.1, 0.5], coalitions),  # fails again
         _shapley([0.2, 0.2, 0.2], [0.2] * 8),  # nothing to rank
+        _shapley([-0.1, 0.1, 0.5], tied),  # fails by a near tie
     ])  # fmt: skip
     real = explain_case
 
@@ -105,13 +108,15 @@ def test_deletion_disagreements_name_the_pairs_of_the_failing_cases(monkeypatch)
     make_contractive(model)
     data = MultimodalDataset(
         name="tiny", split="test", modalities=tiny_modalities(), class_names=("a", "b", "c"),
-        inputs=tiny_inputs(4, seed=1), labels=torch.tensor([0, 1, 2, 0]), ids=tuple(f"c{i}" for i in range(4)),
-        texts={"note": ("some note",) * 4},
+        inputs=tiny_inputs(5, seed=1), labels=torch.tensor([0, 1, 2, 0, 1]), ids=tuple(f"c{i}" for i in range(5)),
+        texts={"note": ("some note",) * 5},
     )  # fmt: skip
-    result, _ = measure(model, data, cases=4, n_steps=4, invariance_cases=0, progress=False)
-    assert result.deletion_disagreements == {"c > a": 2}
-    assert result.deletion_agreement == pytest.approx(1 / 3)
-    assert "c > a: 2" in format_table(result)
+    result, _ = measure(model, data, cases=5, n_steps=4, invariance_cases=0, progress=False)
+    assert result.deletion_disagreements == {"c > a": 3}
+    assert result.deletion_near_ties == 1
+    assert result.deletion_agreement == pytest.approx(1 / 4)
+    assert "c > a: 3" in format_table(result)
+    assert deletion_near_tie(_shapley([-0.1, 0.1, 0.5], tied)) and not deletion_near_tie(_shapley([0.2] * 3, [0.2] * 8))
 
 
 @pytest.fixture
