@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import torch
@@ -63,8 +64,12 @@ def coalition_inputs(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tupl
     return tuple(result)
 
 
+@lru_cache(maxsize=MAX_MODALITIES)
 def shapley_weights(n_modalities: int) -> torch.Tensor:
-    """``(2^M, M)`` float64 W with values = v @ W: phi_i = sum_S |S|!(M-|S|-1)!/M! [v(S+i) - v(S)]."""
+    """``(2^M, M)`` float64 W with values = v @ W: phi_i = sum_S |S|!(M-|S|-1)!/M! [v(S+i) - v(S)].
+
+    Cached (every case of a batch uses it): read it, do not modify it.
+    """
     masks = coalition_masks(n_modalities)
     m = n_modalities
     weights = torch.zeros(2**m, m, dtype=torch.float64)
@@ -79,10 +84,12 @@ def shapley_weights(n_modalities: int) -> torch.Tensor:
     return weights
 
 
+@lru_cache(maxsize=MAX_MODALITIES)
 def interaction_weights(n_modalities: int) -> torch.Tensor:
     """``(2^M, M, M)`` float64 W with interactions = v @ W (Grabisch's Shapley interaction index).
 
     I_ij = sum_{S without i, j} |S|!(M-|S|-2)!/(M-1)! [v(S+ij) - v(S+i) - v(S+j) + v(S)]; the diagonal is 0.
+    Cached like ``shapley_weights``: read it, do not modify it.
     """
     masks = coalition_masks(n_modalities)
     m = n_modalities
