@@ -93,11 +93,10 @@ def summarise(
     disagreements, near_ties, verdicts, top, ranking = Counter(), 0, [], [], []
     for case, shapley in zip(cases, explained):
         ideal = ideal_shapley(case, shapley.target).values.numpy()
-        if np.isclose(ideal, ideal.max(), rtol=0, atol=1e-9).sum() == 1:
+        if np.isclose(ideal, ideal.max(), rtol=0, atol=1e-9).sum() == 1:  # the ideal names one top input
             values = shapley.values.numpy()
             top.append(values.argmax() == ideal.argmax())
             ranking.append(np.array_equal(np.argsort(-values), np.argsort(-ideal)))
-    for label, shapley in zip(labels, explained):
         agrees = deletion_agrees(shapley)
         if agrees is None:
             continue
@@ -105,7 +104,7 @@ def summarise(
         if not agrees:
             largest, smallest = deletion_pair(shapley)
             names = shapley.modality_names
-            disagreements[f"{CLASS_NAMES[label]}: {names[largest]} > {names[smallest]}"] += 1
+            disagreements[f"{CLASS_NAMES[case.label]}: {names[largest]} > {names[smallest]}"] += 1
             near_ties += deletion_near_tie(shapley)
     log_loss = -np.log(np.clip(truth, 1e-12, None)).mean(axis=0)
     return DeletionCeiling(
