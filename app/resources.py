@@ -459,8 +459,6 @@ def test_case(entry: ModelEntry, case_id: str) -> Case:
 
 def ideal_reference(entry: ModelEntry, case: Case, target: int):
     """``deq_core.ideal.IdealReference`` of a generated inspection case, else None (other data, uploads)."""
-    if case.label is None:
-        return None
     from deq_core.ideal import ideal_reference as reference
 
     return reference(case.key, case.inputs, case.texts, target, handle(entry).model.config.modality_names)

@@ -559,9 +559,10 @@ def _compare_reference(record: Mapping, seen: Sequence[torch.Tensor], target: in
     problems = [f"ideal reference {key}: recorded {recorded.get(key)!r}, recomputed {again[key]!r}"
                 for key in ("label", "shows", "target_class", "sentence") if recorded.get(key) != again[key]]  # fmt: skip
     tolerance = {**TOLERANCES, **record.get("tolerances", {})}["shapley"]
+    recorded_values = recorded.get("shapley", {})
     for name, value in again["shapley"].items():
-        if abs(recorded.get("shapley", {}).get(name, math.inf) - value) > tolerance:
-            problems.append(f"ideal reference Shapley value of {name}: recorded {recorded['shapley'].get(name)}, "
+        if abs(recorded_values.get(name, math.inf) - value) > tolerance:
+            problems.append(f"ideal reference Shapley value of {name}: recorded {recorded_values.get(name)}, "
                             f"recomputed {value:.8g}")  # fmt: skip
     return problems
 

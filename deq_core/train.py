@@ -60,8 +60,8 @@ class TrainingSettings:
     dropout: float = 0.5
     vector_hidden: int = 256
     # The image encoder's pooling (EncoderSettings.image_pooling): "grid" or "global".
-    # Cross-validation chose "global" for the inspection baselines; the three inspection
-    # DEQ recipes tried with it missed the deletion target, so that DEQ keeps "grid" (README).
+    # Cross-validation chose "global" for the inspection baselines; every inspection DEQ
+    # recipe tried with it missed an explanation target, so that DEQ keeps "grid" (README).
     image_pooling: str = "grid"
     unroll_steps: int = 10
     seed: int = 0

@@ -245,7 +245,7 @@ if reference is not None:
                 "read the evidence perfectly would give. A different ranking is worth a look, not proof of an error: "
                 "where two inputs both settle the case, their order is a near tie.")  # fmt: skip
     comparison = frames.ideal_comparison(shapley, reference)
-    st.caption(ranking_sentence(dict(zip(comparison["input"], comparison["model"])), reference))
+    st.caption(ranking_sentence(dict(zip(shapley.modality_names, shapley.values.tolist())), reference))
     st.dataframe(comparison, hide_index=True, key="insp_ideal", column_config={
         "model": st.column_config.NumberColumn("model's Shapley value", format="%+.3f"),
         "ideal": st.column_config.NumberColumn("ideal's Shapley value", format="%+.3f"),
