@@ -309,7 +309,7 @@ def equilibrium_shift(reference, variant) -> float:
 
 
 def sweep_frame(sweep) -> pd.DataFrame:
-    """``deq_core.tuning.ToleranceSweep`` as a table, loosest tolerance first."""
+    """``deq_core.explain.tuning.ToleranceSweep`` as a table, loosest tolerance first."""
     frame = pd.DataFrame(sweep.rows())
     frame["recommended"] = frame["tolerance"] == sweep.recommended_tol
     return frame
@@ -325,7 +325,7 @@ def compute_frame(comparison) -> pd.DataFrame:
 def ideal_comparison(shapley, reference) -> pd.DataFrame:
     """The model's modality Shapley values beside the ideal classifier's, for one case.
 
-    ``shapley``: the model's ``ModalityShapley``; ``reference``: ``deq_core.ideal.IdealReference``
+    ``shapley``: the model's ``ModalityShapley``; ``reference``: ``deq_core.explain.ideal.IdealReference``
     of the same class. One row per input: what it truly shows, the model's value, the ideal's.
     """
     ideal = reference.shapley

@@ -14,8 +14,8 @@ from pathlib import Path
 import streamlit as st
 
 from app import resources
-from deq_core.audit import DecisionReport, ReportSettings, build_report, log_report
-from deq_core.audit_log import AuditLog, default_url
+from deq_core.audit.report import DecisionReport, ReportSettings, build_report, log_report
+from deq_core.audit.log import AuditLog, default_url
 
 
 @st.cache_resource(show_spinner=False)

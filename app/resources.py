@@ -33,7 +33,7 @@ import deq_core
 from deq_core import ModelLoadError, SolverSettings, load_config, load_model, model_checksum, resolve_device, trace
 from deq_core.data import MultimodalDataset, load_dataset
 
-# deq_core.evaluate and deq_core.tuning (scikit-learn), robustness (pandas) and explain
+# deq_core.evaluate and deq_core.explain.tuning (scikit-learn), robustness (pandas) and explain
 # (Captum) are imported where they are used: the first page must not wait for them.
 
 from .jobs import Job, Jobs
@@ -132,7 +132,7 @@ def default_model(entries: Sequence[ModelEntry]) -> ModelEntry | None:
 
 def baselines_of(entry: ModelEntry) -> dict[str, ModelEntry]:
     """The model and its siblings ``<dataset>-<architecture>`` in the same folder, by architecture."""
-    from deq_core.robustness import find_baselines
+    from deq_core.explain.robustness import find_baselines
 
     found: dict[str, ModelEntry] = {}
     for folder in find_baselines(entry.folder).values():
@@ -310,7 +310,7 @@ def robustness_detail() -> str:
 
 
 def robustness_cache_dir() -> Path:
-    from deq_core.robustness import DEFAULT_CACHE
+    from deq_core.explain.robustness import DEFAULT_CACHE
 
     return Path(os.environ.get("DEQ_LENS_ROBUSTNESS_CACHE") or DEFAULT_CACHE)
 
@@ -318,8 +318,8 @@ def robustness_cache_dir() -> Path:
 def _full_sweep_cached(entries: dict[str, ModelEntry], data: MultimodalDataset) -> bool:
     """Whether the CLI's full sweep of these models on this data is in the cache (then it loads in a moment)."""
     try:
-        from deq_core import robustness as r
-        from deq_core.corrupt import available_corruptions
+        from deq_core.explain import robustness as r
+        from deq_core.explain.corrupt import available_corruptions
 
         corruptions = {m.name: tuple(available_corruptions(m.kind)) for m in data.modalities}
         fingerprint = r._data_fingerprint(data)
@@ -331,7 +331,7 @@ def _full_sweep_cached(entries: dict[str, ModelEntry], data: MultimodalDataset) 
 
 def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
     """The robustness sweep of the model and its baselines; returns (job, detail used)."""
-    from deq_core.robustness import DEFAULT_SEVERITIES, QUICK_SEVERITIES, robustness_sweep
+    from deq_core.explain.robustness import DEFAULT_SEVERITIES, QUICK_SEVERITIES, robustness_sweep
 
     siblings = baselines_of(entry)
     named = {e.name: e for e in siblings.values()}
@@ -357,7 +357,7 @@ def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
 
 
 def _corruption_kinds(data: MultimodalDataset) -> dict[str, tuple[str, ...]]:
-    from deq_core.corrupt import available_corruptions
+    from deq_core.explain.corrupt import available_corruptions
 
     return {m.name: available_corruptions(m.kind) for m in data.modalities}
 
@@ -367,7 +367,7 @@ _references: dict[tuple, np.ndarray] = {}
 
 
 def _reference_decisions(entry: ModelEntry, model, data: MultimodalDataset, reference: SolverSettings) -> np.ndarray:
-    from deq_core import tuning
+    from deq_core.explain import tuning
 
     key = (entry.folder, entry.checksum, reference, len(data))
     with _reference_lock:
@@ -382,7 +382,7 @@ def assessment_job(entry: ModelEntry, settings: SolverSettings) -> Job:
     key = ("assess", entry.folder, entry.checksum, settings, len(data))
 
     def work(report):
-        from deq_core import tuning
+        from deq_core.explain import tuning
 
         model = load_model(entry.folder, device="auto")
         reference = tuning.reference_settings(settings)
@@ -395,12 +395,12 @@ def assessment_job(entry: ModelEntry, settings: SolverSettings) -> Job:
 
 
 def sweep_job(entry: ModelEntry, base: SolverSettings) -> Job:
-    """``deq_core.tuning.tolerance_sweep`` of the test split around ``base`` (only the tolerance varies)."""
+    """``deq_core.explain.tuning.tolerance_sweep`` of the test split around ``base`` (only the tolerance varies)."""
     data = test_data(entry)
     key = ("sweep", entry.folder, entry.checksum, dataclasses.replace(base, tol=1.0), len(data))
 
     def work(report):
-        from deq_core import tuning
+        from deq_core.explain import tuning
 
         model = load_model(entry.folder, device="auto")
         return tuning.tolerance_sweep(model, data, base, latency_cases=5, progress=report)
@@ -413,7 +413,7 @@ def equal_compute_job(deq: ModelEntry, weight_tied: ModelEntry, base: SolverSett
     key = ("equal_compute", deq.checksum, weight_tied.checksum, dataclasses.replace(base, max_iter=1), len(data))
 
     def work(report):
-        from deq_core import tuning
+        from deq_core.explain import tuning
 
         return tuning.equal_compute(
             load_model(deq.folder, device="auto"), load_model(weight_tied.folder, device="auto"), data,
@@ -458,8 +458,8 @@ def test_case(entry: ModelEntry, case_id: str) -> Case:
 
 
 def ideal_reference(entry: ModelEntry, case: Case, target: int):
-    """``deq_core.ideal.IdealReference`` of a generated inspection case, else None (other data, uploads)."""
-    from deq_core.ideal import ideal_reference as reference
+    """``deq_core.explain.ideal.IdealReference`` of a generated inspection case, else None (other data, uploads)."""
+    from deq_core.explain.ideal import ideal_reference as reference
 
     return reference(case.key, case.inputs, case.texts, target, handle(entry).model.config.modality_names)
 
@@ -504,7 +504,7 @@ def case_solve(folder: str, checksum: str, case_key: str, settings: SolverSettin
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def case_tuning(folder: str, checksum: str, case_key: str, settings: SolverSettings, _inputs: tuple):
-    from deq_core import tuning
+    from deq_core.explain import tuning
 
     h = shared_model(folder, checksum)
     with h.lock:
@@ -541,8 +541,8 @@ def require_equilibrium(entry: ModelEntry) -> None:
 @st.cache_data(show_spinner=False, max_entries=128)
 def case_explanation(folder: str, checksum: str, case_key: str, target: int | None, n_steps: int, baseline: str | None,
                      _inputs: tuple, _texts: dict):  # fmt: skip
-    """``deq_core.explain.explain_case`` of one case, once per (case, target, steps, baseline)."""
-    from deq_core.explain import explain_case
+    """``deq_core.explain.explanation.explain_case`` of one case, once per (case, target, steps, baseline)."""
+    from deq_core.explain.explanation import explain_case
 
     h = shared_model(folder, checksum)
     with h.lock:
@@ -551,7 +551,7 @@ def case_explanation(folder: str, checksum: str, case_key: str, target: int | No
 
 def lab_specs(settings: Sequence[tuple[str, bool, str, float]]) -> tuple:
     """Corruption specs of the lab's switches: (modality, on, kind or "none", severity) each."""
-    from deq_core.corrupt import CorruptionSpec
+    from deq_core.explain.corrupt import CorruptionSpec
 
     specs = []
     for modality, on, kind, severity in settings:
@@ -570,8 +570,8 @@ class VariantSolve:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def variant_solve(folder: str, checksum: str, case_key: str, specs: tuple, _inputs: tuple) -> VariantSolve:
-    """The case with ``specs`` applied (``deq_core.corrupt.apply``, keyed by the case id) and solved."""
-    from deq_core.corrupt import InputReference, apply
+    """The case with ``specs`` applied (``deq_core.explain.corrupt.apply``, keyed by the case id) and solved."""
+    from deq_core.explain.corrupt import InputReference, apply
 
     h = shared_model(folder, checksum)
     model = h.model

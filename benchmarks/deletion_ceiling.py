@@ -4,7 +4,7 @@
 
 #4 holds the shipped DEQ's explanations to >= 90% deletion agreement: dropping the
 modality with the largest Shapley value must lower the predicted class's probability
-more than dropping the one with the smallest (``deq_core.faithfulness``). This
+more than dropping the one with the smallest (``deq_core.explain.faithfulness``). This
 computes the same figure, with the same code, for the ideal classifier of the
 inspection generator (``ideal_posteriors``: each modality's evidence read perfectly,
 Bayes' rule, an absent modality simply unobserved) and for each model given, on every
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from deq_core.checkpoint import load_model  # noqa: E402
+from deq_core.engine.checkpoint import load_model  # noqa: E402
 from deq_core.data import load_dataset  # noqa: E402
 from deq_core.data.inspection import (  # noqa: E402
     CLASS_NAMES,
@@ -40,9 +40,9 @@ from deq_core.data.inspection import (  # noqa: E402
     ideal_posteriors,
     inspection_cases,
 )
-from deq_core.faithfulness import NEAR_TIE, TARGETS, deletion_agrees, deletion_near_tie, deletion_pair  # noqa: E402
-from deq_core.ideal import ideal_shapley  # noqa: E402
-from deq_core.shapley import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
+from deq_core.explain.faithfulness import NEAR_TIE, TARGETS, deletion_agrees, deletion_near_tie, deletion_pair  # noqa: E402
+from deq_core.explain.ideal import ideal_shapley  # noqa: E402
+from deq_core.explain.shapley import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
 
 BATCH = 64
 
@@ -54,7 +54,7 @@ class DeletionCeiling:
     Attributes:
         name: ``"ideal"`` or the model folder's name.
         accuracy: of the full cases.
-        deletion_agreement: as ``deq_core.faithfulness`` computes it; a tie counts as a disagreement.
+        deletion_agreement: as ``deq_core.explain.faithfulness`` computes it; a tie counts as a disagreement.
         disagreements: ``"class: largest > smallest"`` -> cases.
         near_ties: disagreements whose two single drops differ by <= ``NEAR_TIE``.
         agreement_without_near_ties: the agreement with those cases left out; not #4's

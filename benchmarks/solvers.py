@@ -44,8 +44,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from deq_core import DEQFusion, Modality, ModelConfig, SolverSettings, exact_jacobian, solve, spectral_radius  # noqa: E402
-from deq_core.checkpoint import ModelLoadError, load_config, load_model  # noqa: E402
-from deq_core.model import EquilibriumModel  # noqa: E402
+from deq_core.engine.checkpoint import ModelLoadError, load_config, load_model  # noqa: E402
+from deq_core.engine.model import EquilibriumModel  # noqa: E402
 
 INSPECTION_MODEL = ROOT / "assets" / "models" / "inspection-deq"
 STATE_SIZE = 512

@@ -22,10 +22,10 @@ import torch
 from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, f1_score
 
-from .checkpoint import ModelLoadError, load_model
-from .config import SolverSettings
-from .data import MultimodalDataset, load_dataset
-from .model import FusionModel
+from deq_core.engine.checkpoint import ModelLoadError, load_model
+from deq_core.engine.config import SolverSettings
+from deq_core.data import MultimodalDataset, load_dataset
+from deq_core.engine.model import FusionModel
 
 SETTLED_RELATIVE_RESIDUAL = 1e-3  # the figure the issue asks of every equilibrium
 ECE_BINS = 15

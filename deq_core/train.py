@@ -30,11 +30,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .checkpoint import resolve_device, save_model
-from .config import ARCHITECTURES, ModelConfig, SolverSettings
-from .data import MultimodalDataset, load_dataset
-from .encoders import EncoderSettings
-from .model import FusionModel, build_model
+from deq_core.engine.checkpoint import resolve_device, save_model
+from deq_core.engine.config import ARCHITECTURES, ModelConfig, SolverSettings
+from deq_core.data import MultimodalDataset, load_dataset
+from deq_core.engine.encoders import EncoderSettings
+from deq_core.engine.model import FusionModel, build_model
 
 
 @dataclass(frozen=True)

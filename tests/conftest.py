@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deq_core import Modality, ModelConfig, build_model
-from deq_core.text import build_vocabulary
+from deq_core.engine.text import build_vocabulary
 
 NOTES = ["bearing noise heard", "surface scratch near edge", "all fine", "hot motor smell", "crack at the rim"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from deq_core import Modality
 from deq_core.data.readers import READERS, InputError
-from deq_core.text import build_vocabulary
+from deq_core.engine.text import build_vocabulary
 
 CORPUS = Path(__file__).resolve().parent / "data" / "bad_inputs"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deq_core import load_model
-from deq_core.checkpoint import save_model
+from deq_core.engine.checkpoint import save_model
 from deq_core.data.inspection import generate_inspection
 from deq_core.evaluate import (
     Evaluation,
@@ -196,8 +196,8 @@ def test_the_path_penalty_trains_and_changes_the_model(small_inspection):
 
 
 def test_modality_dropout_replaces_whole_modalities_by_the_training_mean_and_keeps_one():
-    from deq_core.config import ModelConfig
-    from deq_core.model import build_model
+    from deq_core.engine.config import ModelConfig
+    from deq_core.engine.model import build_model
     from deq_core.train import drop_modalities
 
     data = generate_inspection("test").subset(range(40))

@@ -9,9 +9,9 @@ import streamlit as st
 from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import chart, table_with_download
-from deq_core.audit import ReportSettings
-from deq_core.corrupt import CorruptionSet, available_corruptions, describe_corruption
-from deq_core.text import token_strings
+from deq_core.audit.report import ReportSettings
+from deq_core.explain.corrupt import CorruptionSet, available_corruptions, describe_corruption
+from deq_core.engine.text import token_strings
 
 REPORT_STEPS = 16  # IG steps of a variant report: seconds on a CPU; the Inspect page offers more
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import frames, plots, resources
 from app.widgets import chart, table_with_download
-from deq_core.tuning import DEFAULT_TOLERANCES
+from deq_core.explain.tuning import DEFAULT_TOLERANCES
 
 entry = resources.require_model()
 resources.require_equilibrium(entry)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..modality import Modality
+from deq_core.engine.modality import Modality
 from .base import MultimodalDataset
 
 SPLITS = ("train", "val", "test")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..modality import Modality
+from deq_core.engine.modality import Modality
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..modality import KINDS, Modality
-from ..text import build_vocabulary
+from deq_core.engine.modality import KINDS, Modality
+from deq_core.engine.text import build_vocabulary
 from .base import MultimodalDataset
 from .readers import READERS, InputError, read_plain_text, text_to_tokens
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..modality import Modality
+from deq_core.engine.modality import Modality
 from .base import MultimodalDataset
 
 DATASET_NAME = "handwritten"

@@ -42,8 +42,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..modality import Modality
-from ..text import build_vocabulary, tokenize
+from deq_core.engine.modality import Modality
+from deq_core.engine.text import build_vocabulary, tokenize
 from .base import MultimodalDataset
 from .readers import pixels_to_tensor
 
@@ -578,7 +578,7 @@ def ideal_posteriors(case: InspectionCase) -> np.ndarray:
     """``(2^3, classes)`` P(class | what the modalities of coalition s show), the ideal classifier.
 
     Row s keeps modality i of ``IDEAL_MODALITIES`` where bit i of s is set (the order of
-    ``deq_core.shapley.coalition_masks``): row 0 is the uniform prior, row 7 the full case.
+    ``deq_core.explain.shapley.coalition_masks``): row 0 is the uniform prior, row 7 the full case.
     A ceiling for models that must read the evidence from pixels, samples and words.
     """
     evidence = case.evidence

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..modality import Modality
-from ..text import tokenize, words
+from deq_core.engine.modality import Modality
+from deq_core.engine.text import tokenize, words
 
 Source = str | Path | bytes
 

@@ -11,7 +11,7 @@ Trains on the default train split (1,800 cases), scores on the default test spli
 * logistic regression and gradient-boosted trees on simple features: line
   detectors for the photo, spectra and trends for the sensors, word and word-pair
   counts for the note, all of them concatenated for "all three";
-* the project's own encoders (``deq_core.model``, architecture "early", 20 epochs
+* the project's own encoders (``deq_core.engine.model``, architecture "early", 20 epochs
   with the optimiser settings of ``deq_core.train``) on each modality and on all
   three, and a small CNN with global max pooling on the photo alone.
 """
@@ -33,10 +33,10 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from deq_core.config import ModelConfig  # noqa: E402
+from deq_core.engine.config import ModelConfig  # noqa: E402
 from deq_core.data.inspection import CLASS_NAMES, generate_inspection, inspection_cases  # noqa: E402
-from deq_core.encoders import EncoderSettings  # noqa: E402
-from deq_core.model import build_model  # noqa: E402
+from deq_core.engine.encoders import EncoderSettings  # noqa: E402
+from deq_core.engine.model import build_model  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -163,7 +163,7 @@ def main() -> None:
             "logistic regression": fit(linear, *features[name]),
             "boosted trees": fit(boosting(), *features[name]),
         }
-    # The product's own encoders (deq_core.encoders), fused early, on each modality and on all three.
+    # The product's own encoders (deq_core.engine.encoders), fused early, on each modality and on all three.
     for name, index in (("photo", [0]), ("sensors", [1]), ("note", [2]), ("all three", [0, 1, 2])):
         config = ModelConfig(
             "early",

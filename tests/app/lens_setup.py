@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from deq_core import save_model
-from deq_core.config import ARCHITECTURES
+from deq_core.engine.config import ARCHITECTURES
 from deq_core.data.inspection import generate_inspection
 from deq_core.train import TrainingSettings, curves_csv, train_model
 

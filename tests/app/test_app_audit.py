@@ -7,8 +7,8 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from deq_core.audit import verify_report
-from deq_core.audit_log import AuditLog
+from deq_core.audit.report import verify_report
+from deq_core.audit.log import AuditLog
 from lens_setup import APP, app_environment, apply_environment, restore_environment, tiny_models
 
 TIMEOUT = 300

@@ -99,8 +99,8 @@ def test_the_ideal_comparison_sets_the_models_values_beside_the_ideals():
     import torch
 
     from deq_core.data.inspection import CLASS_NAMES, inspection_cases
-    from deq_core.ideal import ideal_reference
-    from deq_core.shapley import ModalityShapley
+    from deq_core.explain.ideal import ideal_reference
+    from deq_core.explain.shapley import ModalityShapley
 
     case = inspection_cases("test")[0]  # a good part: clean, normal, vague
     inputs = (torch.from_numpy(case.photo / 255).float()[None, None], torch.from_numpy(case.sensors)[None], None)

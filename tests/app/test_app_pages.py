@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from deq_core.data.inspection import CLASS_NAMES
-from deq_core.ideal import generated_case, ideal_shapley
+from deq_core.explain.ideal import generated_case, ideal_shapley
 from lens_setup import APP, TEST_CASES, app_environment, apply_environment, restore_environment, tiny_models
 
 TIMEOUT = 300  # seconds per run: the first run of a page queues evaluations and sweeps on one thread

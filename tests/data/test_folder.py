@@ -16,8 +16,8 @@ from PIL import Image
 from deq_core.data.base import MultimodalDataset
 from deq_core.data.folder import DatasetError, export_folder, load_folder
 from deq_core.data.inspection import generate_inspection, inspection_modalities
-from deq_core.modality import Modality
-from deq_core.text import tokenize
+from deq_core.engine.modality import Modality
+from deq_core.engine.text import tokenize
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "inspection" / "test"
 

@@ -24,7 +24,7 @@ from deq_core.data.inspection import (
     inspection_vocabulary,
     note_reading,
 )
-from deq_core.text import build_vocabulary, words
+from deq_core.engine.text import build_vocabulary, words
 
 
 @pytest.fixture(scope="module")

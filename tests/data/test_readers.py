@@ -25,8 +25,8 @@ from deq_core.data.readers import (
     read_vector,
     text_to_tokens,
 )
-from deq_core.modality import KINDS, Modality
-from deq_core.text import build_vocabulary
+from deq_core.engine.modality import KINDS, Modality
+from deq_core.engine.text import build_vocabulary
 
 GRAY = Modality("photo", "image", (1, 8, 6))
 RGB = Modality("picture", "image", (3, 8, 6))

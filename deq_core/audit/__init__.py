@@ -1,0 +1,1 @@
+"""Verifiable decision reports and the hash-chained audit log."""

@@ -1,0 +1,664 @@
+"""Fixed-point solvers that stop per sample and can record their trajectory.
+
+Every solver looks for z* = f(z*) for a batch of independent problems. Three
+properties matter for explanation tools and are guaranteed here:
+
+* per-sample stopping: a sample that has converged (or diverged) is frozen while
+  the others go on, so its answer never depends on its batch-mates;
+* lowest-residual return: each sample gets back the iterate whose residual
+  ||f(z) - z|| was smallest, together with that residual;
+* honest traces: residual traces are returned at each sample's true length.
+
+Where the time goes, and what keeps it down: without autograd the loop runs in
+inference mode; a batch of one sample takes ``_SingleTracker`` and, for Anderson,
+``_anderson_single`` (scalars on the host, no masks); and when f offers
+``rows(index)`` a batched solve drops the samples that have stopped (``_Flat``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Function = Callable[[torch.Tensor], torch.Tensor]
+
+METHODS = ("fixed_point", "anderson", "broyden")
+STOP_MODES = ("abs", "rel")
+STATUSES = ("converged", "max_iter", "diverged")
+
+# A residual this many times larger than the smallest one seen, or an iterate this
+# many times larger than the problem's starting scale, means the iteration is
+# running away from any fixed point (and far out, rounding can fake a zero residual).
+BLOWUP_FACTOR = 1e6
+# Compact the working set once the evaluations wasted on stopped samples reach this many
+# per running sample (``_Tracker.should_compact``). It replaced "compact once an eighth of
+# the batch has stopped", which copied Anderson's history for batches whose cases were all
+# about to stop; `python benchmarks/solvers.py` measures the difference (README).
+COMPACT_RATIO = 0.5
+_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of one batched solve.
+
+    Attributes:
+        z: ``(batch, *state)`` lowest-residual iterate of each sample.
+        iterations: ``(batch,)`` f-evaluations each sample used before it stopped.
+        absolute_residuals: per sample, ``(iterations,)`` trace of ||f(z_k) - z_k||.
+        relative_residuals: per sample, trace of ||f(z_k) - z_k|| / ||f(z_k)||.
+        best_iteration: ``(batch,)`` index k of the returned iterate.
+        converged: ``(batch,)`` bool, the stop criterion was met.
+        status: per sample ``"converged"``, ``"max_iter"`` or ``"diverged"``.
+        function_evaluations: f calls made on the whole batch.
+        states: if recorded, ``(steps, batch, *state)`` on the CPU: iterate z_k of
+            every step; a sample's rows past its ``iterations`` repeat its last state.
+    """
+
+    z: torch.Tensor
+    iterations: torch.Tensor
+    absolute_residuals: tuple[torch.Tensor, ...]
+    relative_residuals: tuple[torch.Tensor, ...]
+    best_iteration: torch.Tensor
+    converged: torch.Tensor
+    status: tuple[str, ...]
+    method: str
+    tol: float
+    stop_mode: str
+    max_iter: int
+    function_evaluations: int
+    states: torch.Tensor | None = None
+
+    @property
+    def final_absolute_residual(self) -> torch.Tensor:
+        """``(batch,)`` residual of the returned iterate."""
+        return torch.stack([t[k] for t, k in zip(self.absolute_residuals, self.best_iteration.tolist())])
+
+    @property
+    def final_relative_residual(self) -> torch.Tensor:
+        return torch.stack([t[k] for t, k in zip(self.relative_residuals, self.best_iteration.tolist())])
+
+
+def _traces(matrix: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, ...]:
+    """Per-sample traces as views of the small (batch, max_iter) matrix: no 2 x batch clones."""
+    return tuple(row[:n] for row, n in zip(matrix.unbind(0), lengths))
+
+
+class _Tracker:
+    """Per-sample bookkeeping shared by all solvers: stop, freeze, best iterate, traces."""
+
+    def __init__(self, z0: torch.Tensor, tol: float, stop_mode: str, max_iter: int, record: bool):
+        batch = z0.shape[0]
+        self.tol, self.stop_mode, self.max_iter, self.record = tol, stop_mode, max_iter, record
+        self.done = torch.zeros(batch, dtype=torch.bool, device=z0.device)
+        self.diverged = torch.zeros_like(self.done)
+        self.converged = torch.zeros_like(self.done)
+        self.iterations = torch.zeros(batch, dtype=torch.long, device=z0.device)
+        self.best_z = z0.clone()
+        self.best_residual = torch.full((batch,), float("inf"), dtype=z0.dtype, device=z0.device)
+        self.smallest_absolute = self.best_residual.clone()
+        self.best_iteration = torch.zeros(batch, dtype=torch.long, device=z0.device)
+        self.absolute = torch.zeros(max_iter, batch, dtype=z0.dtype, device=z0.device)
+        self.relative = torch.zeros_like(self.absolute)
+        self.states: list[torch.Tensor] = []
+        self.step = 0
+        self.stopped = 0  # samples of the working set that have stopped, as of the last finished()
+        self.carried = 0  # evaluations of stopped samples since the last compaction (should_compact)
+        # Once compacted, the per-sample tensors above hold only the working set: working
+        # row i is sample rows[i] of the batch, and ``_full`` keeps every sample's last state.
+        self.rows: torch.Tensor | None = None
+        self._full: dict[str, torch.Tensor] = {}
+
+    _PER_SAMPLE = ("done", "diverged", "converged", "iterations", "best_z", "best_residual", "smallest_absolute",
+                   "best_iteration", "scale")  # fmt: skip
+    _TRACES = ("absolute", "relative")
+
+    def observe(self, z: torch.Tensor, fz: torch.Tensor, residual: torch.Tensor | None = None) -> None:
+        """Record iterate z (flattened ``(batch, n)``) and its image f(z); update who is done."""
+        k = self.step
+        active = ~self.done
+        absolute = (fz - z if residual is None else residual).norm(dim=1)
+        image_norm = fz.norm(dim=1)
+        # NaN and inf both become inf: one op instead of isfinite + where.
+        absolute = torch.nan_to_num(absolute, nan=float("inf"))
+        relative = torch.nan_to_num(absolute / (image_norm + _TINY), nan=float("inf"))
+        self.absolute[k] = absolute  # entries past a sample's stop are cut off in result()
+        self.relative[k] = relative
+        self.iterations += active
+        if self.record:
+            previous = self.states[-1] if self.states else z
+            self.states.append(torch.where(active[:, None], z, previous.to(z.device)).detach().cpu())
+
+        # "Lowest residual" is measured the way the stop is, so the returned iterate
+        # is the one the converged flag speaks about.
+        measure = absolute if self.stop_mode == "abs" else relative
+        better = active & (measure < self.best_residual)
+        self.best_z = torch.where(better[:, None], z, self.best_z)
+        self.best_residual = torch.where(better, measure, self.best_residual)
+        self.best_iteration.masked_fill_(better, k)
+        torch.minimum(self.smallest_absolute, absolute.masked_fill(~active, float("inf")), out=self.smallest_absolute)
+        z_norm = z.norm(dim=1)
+        if k == 0:  # the problem's own scale, to recognise an iterate that ran off to infinity
+            self.scale = z_norm + image_norm + _TINY
+        runaway = z_norm > BLOWUP_FACTOR * self.scale
+        hit = active & (measure <= self.tol) & ~runaway
+        blowup = active & ((absolute > BLOWUP_FACTOR * self.smallest_absolute) | runaway | absolute.isinf())
+        self.converged |= hit
+        self.diverged |= blowup & ~hit
+        self.done |= hit | blowup
+        self.step += 1
+
+    def keep_done(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """``new`` for samples still running, ``old`` for those that have stopped: ``(batch, n)``."""
+        return torch.where(self.done[:, None], old, new)
+
+    def finished(self) -> bool:
+        if self.step >= self.max_iter:
+            return True
+        # The one host sync per iteration: it is what lets the loop end early.
+        self.stopped = int(self.done.sum())
+        return self.stopped == len(self.done)
+
+    def should_compact(self) -> bool:
+        """Worth dropping the stopped samples from the working set before the next evaluation.
+
+        A ski-rental rule: compacting copies every running sample's state (and the
+        solver's history), once; not compacting evaluates each stopped sample again,
+        every iteration. Compact when the evaluations spent on stopped samples since the
+        last compaction, this one included, reach ``COMPACT_RATIO`` times the samples a
+        compaction would copy. Samples of a batch tend to stop within an iteration or
+        two of each other, and then the copy is not worth it; a long tail is cut off
+        after a bounded waste.
+        """
+        if self.record or self.stopped == 0:
+            return False
+        self.carried += self.stopped
+        return self.carried >= COMPACT_RATIO * (len(self.done) - self.stopped)
+
+    def compact(self) -> torch.Tensor:
+        """Keep only the samples still running; returns their indices in the working set.
+
+        Stopped samples keep their results in ``_full``; the solver indexes its own
+        per-sample tensors (and f, through ``rows``) with the returned indices.
+        """
+        self._store()
+        keep = (~self.done).nonzero().flatten()
+        for name in self._PER_SAMPLE:
+            setattr(self, name, getattr(self, name)[keep])
+        for name in self._TRACES:
+            setattr(self, name, getattr(self, name)[:, keep])
+        self.rows = keep if self.rows is None else self.rows[keep]
+        self.stopped = self.carried = 0
+        return keep
+
+    def gather(self) -> None:
+        """After the loop (in its inference mode): every sample's state back in the batch's tensors."""
+        if self.rows is not None:
+            self._store()
+            for name, tensor in self._full.items():
+                setattr(self, name, tensor)
+            self.rows = None
+
+    def _store(self) -> None:
+        """Write the working set's state into the whole batch's (the first time: take it as is)."""
+        if self.rows is None:
+            self._full = {name: getattr(self, name) for name in (*self._PER_SAMPLE, *self._TRACES)}
+            return
+        for name in self._PER_SAMPLE:
+            self._full[name][self.rows] = getattr(self, name)
+        for name in self._TRACES:
+            self._full[name][:, self.rows] = getattr(self, name)
+
+    def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
+        # Called outside the solve's inference mode: every tensor handed out is a copy, so
+        # callers can attach gradients to z or write into the others.
+        lengths = self.iterations.tolist()
+        absolute = self.absolute.T.to("cpu", copy=True)
+        relative = self.relative.T.to("cpu", copy=True)
+        status = tuple(
+            "converged" if c else "diverged" if d else "max_iter"
+            for c, d in zip(self.converged.tolist(), self.diverged.tolist())
+        )
+        states = None
+        if self.record:
+            states = torch.stack(self.states).reshape(len(self.states), *shape)
+        return SolveResult(
+            z=self.best_z.reshape(shape).clone(),
+            iterations=self.iterations.clone(),
+            absolute_residuals=_traces(absolute, lengths),
+            relative_residuals=_traces(relative, lengths),
+            best_iteration=self.best_iteration.clone(),
+            converged=self.converged.clone(),
+            status=status,
+            method=method,
+            tol=self.tol,
+            stop_mode=self.stop_mode,
+            max_iter=self.max_iter,
+            function_evaluations=evaluations,
+            states=states,
+        )
+
+
+class _SingleTracker:
+    """The rules of ``_Tracker`` for a batch of one sample, with its scalars on the host.
+
+    One sample needs no masks: its three norms come to the host once per iteration
+    (the one sync the batched tracker also makes, for ``done.all()``) and every rule
+    is a float comparison. That is a handful of tensor operations per iteration
+    instead of about thirty, which is most of a solve's cost at batch 1, where one
+    f-evaluation of the fusion model takes about as long as thirty small operations.
+    """
+
+    def __init__(self, z0: torch.Tensor, tol: float, stop_mode: str, max_iter: int, record: bool):
+        self.tol, self.stop_mode, self.max_iter, self.record = tol, stop_mode, max_iter, record
+        self.dtype, self.device = z0.dtype, z0.device
+        self.done = self.converged = self.diverged = False
+        self.best_z = z0
+        self.best_residual = self.smallest_absolute = math.inf
+        self.best_iteration = 0
+        self.absolute: list[float] = []
+        self.relative: list[float] = []
+        self.states: list[torch.Tensor] = []
+        self.step = 0
+
+    @staticmethod
+    def norms(z: torch.Tensor, fz: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``(3,)`` float64 ||f(z) - z||, ||f(z)||, ||z||, computed in z's dtype as ``_Tracker`` does."""
+        r = fz - z if residual is None else residual
+        return torch.linalg.vector_norm(torch.cat([r, fz, z]), dim=1).double()
+
+    def observe(self, z, fz, residual=None, norms: Sequence[float] | None = None) -> None:
+        """As ``_Tracker.observe``; ``norms`` (host floats from ``norms()``) saves the sync here."""
+        absolute, image_norm, z_norm = self.norms(z, fz, residual).tolist() if norms is None else norms
+        k = self.step
+        absolute = math.inf if math.isnan(absolute) else absolute
+        relative = absolute / (image_norm + _TINY)
+        relative = math.inf if math.isnan(relative) else relative
+        self.absolute.append(absolute)
+        self.relative.append(relative)
+        if self.record:
+            self.states.append(z.detach().cpu())
+        measure = absolute if self.stop_mode == "abs" else relative
+        if measure < self.best_residual:
+            self.best_z, self.best_residual, self.best_iteration = z, measure, k
+        self.smallest_absolute = min(self.smallest_absolute, absolute)
+        if k == 0:
+            self.scale = z_norm + image_norm + _TINY
+        runaway = z_norm > BLOWUP_FACTOR * self.scale
+        hit = measure <= self.tol and not runaway
+        blowup = absolute > BLOWUP_FACTOR * self.smallest_absolute or runaway or math.isinf(absolute)
+        self.converged, self.diverged, self.done = hit, blowup and not hit, hit or blowup
+        self.step += 1
+
+    def keep_done(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        return old if self.done else new
+
+    def finished(self) -> bool:
+        return self.done or self.step >= self.max_iter
+
+    def should_compact(self) -> bool:
+        return False  # one sample: the loop simply ends when it stops
+
+    def gather(self) -> None:
+        pass  # nothing was compacted
+
+    def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
+        status = "converged" if self.converged else "diverged" if self.diverged else "max_iter"
+        return SolveResult(
+            z=self.best_z.reshape(shape).clone(),
+            iterations=torch.tensor([self.step], device=self.device),
+            absolute_residuals=(torch.tensor(self.absolute, dtype=self.dtype),),
+            relative_residuals=(torch.tensor(self.relative, dtype=self.dtype),),
+            best_iteration=torch.tensor([self.best_iteration], device=self.device),
+            converged=torch.tensor([self.converged], device=self.device),
+            status=(status,),
+            method=method,
+            tol=self.tol,
+            stop_mode=self.stop_mode,
+            max_iter=self.max_iter,
+            function_evaluations=evaluations,
+            states=torch.stack(self.states).reshape(len(self.states), *shape) if self.record else None,
+        )
+
+
+class _Flat:
+    """f on flattened states ``(rows, n)``; ``rows(index)`` restricts it to some of its samples.
+
+    The restriction needs f's cooperation: an f with a ``rows(index)`` method returning
+    f for those samples of its batch (``EquilibriumModel.bind`` gives one). With it,
+    the batched solvers drop stopped samples instead of evaluating them until the
+    slowest sample is done; without it, f is always evaluated on the whole batch.
+    """
+
+    def __init__(self, f: Function, state_shape: tuple[int, ...], restrict: bool = True):
+        self.f, self.state_shape = f, state_shape
+        self.can_restrict = restrict and callable(getattr(f, "rows", None))
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.f(z.reshape(len(z), *self.state_shape)).reshape(len(z), -1)
+
+    def rows(self, index: torch.Tensor) -> _Flat:
+        return _Flat(self.f.rows(index), self.state_shape)
+
+
+def _compacted(g: _Flat, tracker: _Tracker, *tensors: torch.Tensor | None):
+    """``(g, *tensors)`` restricted to the running samples, when that is possible and pays."""
+    if not (g.can_restrict and tracker.should_compact()):
+        return (g, *tensors)
+    keep = tracker.compact()
+    return (g.rows(keep), *(None if t is None else t[keep] for t in tensors))
+
+
+def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, damping: float = 1.0, **_) -> int:
+    evaluations = 0
+    while not tracker.finished():
+        g, z = _compacted(g, tracker, z)
+        fz = g(z)
+        evaluations += 1
+        tracker.observe(z, fz)
+        z = tracker.keep_done(z, fz if damping == 1 else (1 - damping) * z + damping * fz)
+    return evaluations
+
+
+def _remember(F, R, X, slot: int, m: int, z, fz, r) -> torch.Tensor:
+    """Store f(z), the residual (and z, for beta < 1) in history ``slot``; return ``(batch, m)`` r R^T.
+
+    Shared by the batched and the one-sample Anderson so both run the same kernels.
+    """
+    F[:, slot] = fz
+    R[:, slot] = r
+    if X is not None:
+        X[:, slot] = z
+    # r R^T reads R along its contiguous rows: faster than R r on the CPU.
+    return torch.bmm(R[:, slot : slot + 1], R[:, :m].transpose(1, 2))[:, 0]
+
+
+def _anderson(
+    g: Function,
+    z: torch.Tensor,
+    tracker: _Tracker,
+    memory: int = 6,
+    beta: float = 1.0,
+    lam: float = 1e-4,
+    **_,
+) -> int:
+    """Anderson acceleration, solved per sample as a bordered least-squares system.
+
+    The regulariser is ``lam`` times the newest squared residual ||f(z_k) - z_k||^2,
+    the smallest in the window once the iteration converges: scaled to the window's
+    mean (dominated by its oldest, largest residual) it still swamps the Gram matrix
+    near convergence, the spec's known pitfall, and costs 1-2 extra f-evaluations.
+    """
+    if isinstance(tracker, _SingleTracker):
+        return _anderson_single(g, z, tracker, memory, beta, lam)
+    batch, n = z.shape
+    F = torch.empty(batch, memory, n, dtype=z.dtype, device=z.device)  # slots are written before they are read
+    X = torch.empty_like(F) if beta != 1 else None  # iterates are only needed to mix with beta < 1
+    # Residual history f(z) - z, kept instead of recomputed: the Gram matrix gains one new
+    # row per step, O(m n) instead of O(m^2 n), and F - X is never rebuilt. float64 because
+    # the small system is ill-conditioned near convergence: float32 rounding amplified into
+    # the iterates would make a sample's answer depend on its batch size.
+    R = torch.empty(batch, memory, n, dtype=torch.float64, device=z.device)
+    gram = torch.zeros(batch, memory, memory, dtype=torch.float64, device=z.device)
+    H = torch.zeros(batch, memory + 1, memory + 1, dtype=torch.float64, device=z.device)
+    H[:, 0, 1:] = 1
+    H[:, 1:, 0] = 1
+    rhs = torch.zeros(batch, memory + 1, 1, dtype=torch.float64, device=z.device)
+    rhs[:, 0] = 1
+    plain = torch.zeros(batch, memory, dtype=z.dtype, device=z.device)
+    evaluations = 0
+    k = 0
+    finished = tracker.finished()
+    while not finished:
+        g, z, F, X, R, gram, H, rhs, plain = _compacted(g, tracker, z, F, X, R, gram, H, rhs, plain)
+        fz = g(z)
+        evaluations += 1
+        r = fz - z
+        tracker.observe(z, fz, r)
+        finished = tracker.finished()
+        if finished:
+            break  # every sample has stopped: keep_done would discard the next candidate
+        slot, m = k % memory, min(k + 1, memory)
+        k += 1
+        row = _remember(F, R, X, slot, m, z, fz, r)
+        gram[:, slot, :m] = row
+        gram[:, :m, slot] = row
+        if m == 1:
+            candidate = fz
+        else:
+            block = H[:, 1 : m + 1, 1 : m + 1]
+            block.copy_(gram[:, :m, :m])
+            scale = row[:, slot]  # the newest squared residual
+            block.diagonal(dim1=1, dim2=2).add_((lam * scale.clamp_min(_TINY))[:, None])
+            solution, info = torch.linalg.solve_ex(H[:, : m + 1, : m + 1], rhs[:, : m + 1])
+            alpha = solution[:, 1:, 0].to(z.dtype)
+            # A failed small system falls back to the plain step f(z), as weight 1 on the newest
+            # slot: one where on (batch, m) instead of one on (batch, n).
+            ok = (info == 0) & torch.isfinite(alpha.sum(dim=1))
+            fallback = plain[:, :m].zero_()
+            fallback[:, slot] = 1
+            alpha = torch.where(ok[:, None], alpha, fallback)
+            candidate = torch.bmm(alpha[:, None], F[:, :m])[:, 0]
+            if X is not None:
+                candidate = beta * candidate + (1 - beta) * torch.bmm(alpha[:, None], X[:, :m])[:, 0]
+        z = tracker.keep_done(z, candidate)
+    return evaluations
+
+
+def _mixing_weights(gram: list[list[float]], m: int, regulariser: float) -> list[float] | None:
+    """Anderson's weights alpha = A^-1 1 / (1^T A^-1 1), A = gram[:m, :m] + regulariser I.
+
+    The solution of the bordered system the batched path solves with LU, here by a
+    Cholesky factorisation of the small symmetric positive definite A in Python
+    floats (float64): for m <= 6 that is faster than any call into LAPACK, which
+    runs cold between two f-evaluations. ``None`` when A is not numerically
+    positive definite or the weights are not finite (the caller takes the plain step).
+    """
+    L = [[0.0] * m for _ in range(m)]
+    for i in range(m):
+        row_i, gram_i = L[i], gram[i]
+        for j in range(i + 1):
+            row_j = L[j]
+            total = gram_i[j]
+            for k in range(j):
+                total -= row_i[k] * row_j[k]
+            if i == j:
+                total += regulariser
+                if not total > 0:
+                    return None
+                row_i[i] = math.sqrt(total)
+            else:
+                row_i[j] = total / row_j[j]
+    y = [0.0] * m
+    for i in range(m):  # L u = 1
+        total = 1.0
+        for k in range(i):
+            total -= L[i][k] * y[k]
+        y[i] = total / L[i][i]
+    for i in reversed(range(m)):  # L^T y = u
+        total = y[i]
+        for k in range(i + 1, m):
+            total -= L[k][i] * y[k]
+        y[i] = total / L[i][i]
+    norm = sum(y)
+    if not (math.isfinite(norm) and norm != 0):
+        return None
+    return [v / norm for v in y]
+
+
+def _anderson_single(
+    g: Function, z: torch.Tensor, tracker: _SingleTracker, memory: int, beta: float, lam: float
+) -> int:
+    """``_anderson`` for one sample: the same iterates, with the small system on the host.
+
+    The Gram row and the tracker's norms come to the host together (one sync per
+    iteration) and the mixing weights are solved there in float64
+    (``_mixing_weights``); only the mix of stored images is a tensor operation.
+    """
+    # Histories keep the batched layout (a batch of one), so that the products below run
+    # the same kernels as on the batched path and round the same: Anderson amplifies
+    # last-bit differences over tens of iterations.
+    n = z.shape[1]
+    F = z.new_empty(1, memory, n)
+    X = z.new_empty(1, memory, n) if beta != 1 else None
+    R = torch.empty(1, memory, n, dtype=torch.float64, device=z.device)
+    gram = [[0.0] * memory for _ in range(memory)]
+    evaluations = 0
+    k = 0
+    while not tracker.finished():
+        fz = g(z)
+        evaluations += 1
+        r = fz - z
+        slot, m = k % memory, min(k + 1, memory)
+        k += 1
+        row = _remember(F, R, X, slot, m, z, fz, r)[0]
+        values = torch.cat([tracker.norms(z, fz, r), row]).tolist()
+        tracker.observe(z, fz, norms=values[:3])
+        if tracker.finished():
+            break  # the batched solver's next candidate would be discarded by keep_done
+        for j, value in enumerate(values[3:]):
+            gram[slot][j] = gram[j][slot] = value
+        alpha = _mixing_weights(gram, m, lam * max(gram[slot][slot], _TINY)) if m > 1 else None
+        if alpha is None:
+            z = fz  # the plain step (m = 1, or a failed small system, as on the batched path)
+            continue
+        weights = torch.tensor([[alpha]], dtype=z.dtype, device=z.device)
+        z = torch.bmm(weights, F[:, :m])[:, 0]
+        if X is not None:
+            z = beta * z + (1 - beta) * torch.bmm(weights, X[:, :m])[:, 0]
+    return evaluations
+
+
+def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker, **_) -> int:
+    """Good Broyden on r(z) = f(z) - z with a low-rank inverse Jacobian -I + U V^T."""
+    batch, n = z.shape
+    rank = tracker.max_iter
+    U = torch.zeros(batch, n, rank, dtype=z.dtype, device=z.device)
+    V = torch.zeros(batch, rank, n, dtype=z.dtype, device=z.device)
+
+    def inverse_times(x: torch.Tensor, used: int) -> torch.Tensor:  # (-I + U V^T) x
+        return -x + (U[:, :, :used] @ (V[:, :used] @ x[:, :, None]))[:, :, 0]
+
+    def transpose_inverse_times(x: torch.Tensor, used: int) -> torch.Tensor:  # x^T (-I + U V^T)
+        return -x + ((x[:, None] @ U[:, :, :used]) @ V[:, :used])[:, 0]
+
+    evaluations = 0
+    fz = g(z)
+    evaluations += 1
+    r = fz - z
+    tracker.observe(z, fz)
+    used = 0
+    while not tracker.finished():
+        g, z, r, U, V = _compacted(g, tracker, z, r, U, V)
+        update = -inverse_times(r, used)
+        update = tracker.keep_done(torch.zeros_like(update), update)
+        z_new = z + update
+        fz_new = g(z_new)
+        evaluations += 1
+        r_new = fz_new - z_new
+        tracker.observe(z_new, fz_new)
+        dz, dr = z_new - z, r_new - r
+        if used < rank:
+            vT = transpose_inverse_times(dz, used)
+            denominator = (vT * dr).sum(dim=1, keepdim=True)
+            u = (dz - inverse_times(dr, used)) / denominator
+            keep = torch.isfinite(u).all(dim=1, keepdim=True) & (denominator.abs() > _TINY)
+            U[:, :, used] = torch.where(keep, u, torch.zeros_like(u))
+            V[:, used] = torch.where(keep, vT, torch.zeros_like(vT))
+            used += 1
+        z, r = z_new, r_new
+    return evaluations
+
+
+_SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson, "broyden": _broyden}
+
+
+def solve(
+    f: Function,
+    z0: torch.Tensor,
+    method: str = "anderson",
+    tol: float = 1e-4,
+    max_iter: int = 55,
+    stop_mode: str = "rel",
+    record: bool = False,
+    compact: bool = True,
+    **options,
+) -> SolveResult:
+    """Find z* = f(z*) for each sample of a batch.
+
+    Args:
+        f: maps ``(batch, *state)`` to the same shape; samples must not interact.
+        z0: ``(batch, *state)`` starting point (the DEQ starts at zero).
+        method: ``"fixed_point"`` (option ``damping``), ``"anderson"`` (options
+            ``memory``, ``beta``, ``lam``) or ``"broyden"``.
+        tol: stop when the residual (absolute or relative, see ``stop_mode``) is <= tol.
+        max_iter: at most this many f-evaluations per sample.
+        stop_mode: ``"abs"`` uses ||f(z) - z||, ``"rel"`` divides it by ||f(z)||.
+        record: keep every iterate (on the CPU) in ``SolveResult.states``.
+        compact: when f offers ``rows(index)`` (see ``_Flat``), stop evaluating samples
+            that have stopped. A sample's f-evaluation in a smaller batch may round
+            differently in the last bits; ``False`` keeps every evaluation on the whole
+            batch (training does, so a retrain reproduces a model bit for bit).
+
+    Returns:
+        A ``SolveResult``; run it under ``torch.no_grad()`` and re-attach gradients
+        with ``deq_core.engine.implicit`` where they are needed.
+    """
+    if method not in _SOLVERS:
+        raise ValueError(f"unknown solver {method!r}; choose one of {METHODS}")
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"unknown stop_mode {stop_mode!r}; choose one of {STOP_MODES}")
+    if max_iter < 1:
+        raise ValueError("max_iter must be at least 1")
+    if not tol > 0:
+        raise ValueError("tol must be positive")
+    shape = z0.shape
+    flat = z0.reshape(shape[0], -1)
+    g = _Flat(f, tuple(shape[1:]), restrict=compact)
+
+    tracker = (_SingleTracker if shape[0] == 1 else _Tracker)(flat, tol, stop_mode, max_iter, record)
+    # Without autograd the loop runs in inference mode: no version counters or
+    # autograd metadata on its tensors, 10-20% less time per f-evaluation of a small
+    # model. The adjoint solve of the implicit gradient needs autograd inside f, so it
+    # runs with gradients enabled and keeps the plain mode.
+    with torch.inference_mode(not torch.is_grad_enabled()):
+        evaluations = _SOLVERS[method](g, flat, tracker, **options)
+        tracker.gather()
+    return tracker.result(shape, method, evaluations)
+
+
+def unrolled_result(states: list[torch.Tensor], tol: float, stop_mode: str, record: bool = False) -> SolveResult:
+    """Residual bookkeeping of a fixed-step unroll z_{k+1} = f(z_k) (weight-tied fusion).
+
+    ``states`` are z_0 .. z_K; the residual of iterate k is ||z_{k+1} - z_k||, so
+    the trace has K entries and the reported iterate is z_{K-1} (the model reads
+    its image z_K, as the DEQ reads f(z*)).
+    """
+    with torch.no_grad():
+        batch = states[0].shape[0]
+        flat = torch.stack([s.detach().reshape(batch, -1) for s in states])  # (K+1, batch, n)
+        absolute = (flat[1:] - flat[:-1]).norm(dim=2).T.cpu()  # (batch, K)
+        relative = absolute / (flat[1:].norm(dim=2).T.cpu() + _TINY)
+    steps = absolute.shape[1]
+    last = (absolute if stop_mode == "abs" else relative)[:, -1]
+    finite = torch.isfinite(absolute).all(dim=1)
+    converged = finite & (last <= tol)
+    status = tuple("converged" if c else "max_iter" if ok else "diverged" for c, ok in zip(converged, finite))
+    return SolveResult(
+        z=states[-2].detach(),
+        iterations=torch.full((batch,), steps, dtype=torch.long),
+        absolute_residuals=tuple(absolute),
+        relative_residuals=tuple(relative),
+        best_iteration=torch.full((batch,), steps - 1, dtype=torch.long),
+        converged=converged,
+        status=status,
+        method="unrolled",
+        tol=tol,
+        stop_mode=stop_mode,
+        max_iter=steps,
+        function_evaluations=steps,
+        states=torch.stack([s.detach().cpu() for s in states[:-1]]) if record else None,
+    )

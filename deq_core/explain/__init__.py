@@ -1,0 +1,2 @@
+"""Explanations and their checks: attributions, modality Shapley values, corruptions,
+faithfulness, robustness and solver tuning."""

@@ -1,0 +1,303 @@
+"""One case, fully explained: prediction, the solve's path, Captum attributions,
+modality Shapley values, the model's own gate signal, and how far to trust them.
+
+    explanation = explain_case(model, dataset.case("insp-0042")[0])
+    json.dumps(explanation.to_dict())
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from deq_core.explain.attribution import (
+    COMPLETENESS_TOLERANCE,
+    DEFAULT_STEPS,
+    Attribution,
+    BaselineChoice,
+    SolveSummary,
+    case_batch,
+    evaluation_mode,
+    integrated_gradients,
+    summarise_solves,
+)
+from deq_core.engine.config import SolverSettings
+from deq_core.engine.model import EquilibriumModel, FusionModel
+from deq_core.explain.shapley import ModalityShapley, modality_shapley
+from deq_core.engine.trajectory import Trajectory, trace
+
+JUMP_SHARE = 0.3  # one path step carrying this share of the output change is a jump, not a slope
+CROSS_CHECK_TOLERANCE = 1e-4  # FeatureAblation vs coalition values, in probability
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How far to trust one explanation.
+
+    Attributes:
+        converged: the case's own equilibrium solve met its tolerance.
+        status: that solve's status (``"converged"``, ``"max_iter"``, ``"diverged"``, or
+            ``"feed-forward"`` for models without a solve).
+        iterations: iterations of that solve (0 for feed-forward models).
+        final_relative_residual: ||f(z*) - z*|| / ||f(z*)|| of the returned state.
+        ig_delta: Captum's convergence delta of the integrated gradients.
+        ig_relative_delta: |delta| / |F(x) - F(baseline)|.
+        ig_complete: ig_relative_delta within 1%.
+        solves_converged: every solve behind the explanation converged (case,
+            baseline, integration path, modality coalitions).
+        reliable: no warnings.
+        warnings: plain-language reasons for caution.
+    """
+
+    converged: bool
+    status: str
+    iterations: int
+    final_relative_residual: float | None
+    ig_delta: float
+    ig_relative_delta: float
+    ig_complete: bool
+    solves_converged: bool
+    reliable: bool
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "converged": self.converged,
+            "status": self.status,
+            "iterations": self.iterations,
+            "final_relative_residual": self.final_relative_residual,
+            "ig_delta": self.ig_delta,
+            "ig_relative_delta": self.ig_relative_delta if math.isfinite(self.ig_relative_delta) else None,
+            "ig_complete": self.ig_complete,
+            "solves_converged": self.solves_converged,
+            "reliable": self.reliable,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Everything the app and reports show about one case (N modalities, C classes, T iterations).
+
+    Attributes:
+        modality_names, class_names: the model's.
+        prediction: predicted class index; ``probabilities``: ``(C,)`` floats.
+        target: the class explained (the prediction unless asked otherwise).
+        texts: raw text of the text modalities, for display.
+        trajectory: the solve, iteration by iteration (None for feed-forward models).
+        gate_share: ``(T, N)`` share of the fused state each modality supports, per iteration.
+        lock_in_iteration: first iteration after which the predicted class never changes.
+        attribution: Integrated Gradients over all modalities.
+        shapley: exact modality Shapley values of the target probability.
+        reliability: solver residuals, IG delta, the ``reliable`` flag and warnings.
+        seconds: wall time of the explanation.
+    """
+
+    modality_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    prediction: int
+    probabilities: tuple[float, ...]
+    target: int
+    texts: Mapping[str, str]
+    trajectory: Trajectory | None
+    gate_share: torch.Tensor | None
+    lock_in_iteration: int | None
+    attribution: Attribution
+    shapley: ModalityShapley
+    reliability: Reliability
+    seconds: float
+
+    @property
+    def predicted_class(self) -> str:
+        return self.class_names[self.prediction]
+
+    @property
+    def reliable(self) -> bool:
+        return self.reliability.reliable
+
+    def to_dict(self) -> dict:
+        """Plain lists, floats, strings and bools: ``json.dumps`` takes it as is.
+
+        The trajectory keeps its per-iteration probabilities, residuals and gate
+        shares; the raw d-wide states and gates stay out (they are the app's to plot
+        from the object, not a report's to store).
+        """
+        trajectory = None
+        if self.trajectory is not None:
+            t = self.trajectory
+            trajectory = {
+                "iterations": t.iterations,
+                "status": t.status,
+                "best_iteration": t.best_iteration,
+                "relative_residuals": t.relative_residuals.tolist(),
+                "absolute_residuals": t.absolute_residuals.tolist(),
+                "probabilities": t.probabilities.tolist(),
+                "predictions": t.predictions.tolist(),
+            }
+        return {
+            "modalities": list(self.modality_names),
+            "classes": list(self.class_names),
+            "prediction": self.prediction,
+            "predicted_class": self.predicted_class,
+            "probabilities": list(self.probabilities),
+            "target": self.target,
+            "target_class": self.class_names[self.target],
+            "texts": dict(self.texts),
+            "trajectory": trajectory,
+            "gate_share": None if self.gate_share is None else self.gate_share.tolist(),
+            "lock_in_iteration": self.lock_in_iteration,
+            "attribution": self.attribution.to_dict(),
+            "shapley": self.shapley.to_dict(),
+            "reliability": self.reliability.to_dict(),
+            "seconds": self.seconds,
+        }
+
+
+def _one_case(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Accept one case with or without its batch dimension of 1."""
+    shaped = []
+    for m, x in zip(model.config.modalities, inputs):
+        x = torch.as_tensor(x)
+        shaped.append(x.unsqueeze(0) if x.dim() == len(m.shape) else x)
+    x = case_batch(model, shaped)
+    if x[0].shape[0] != 1:
+        raise ValueError(f"explain_case takes one case, got a batch of {x[0].shape[0]}")
+    return x
+
+
+def explain_case(
+    model: FusionModel,
+    inputs: Sequence[torch.Tensor],
+    texts: Mapping[str, str] | None = None,
+    target: int | None = None,
+    n_steps: int = DEFAULT_STEPS,
+    baseline: BaselineChoice = None,
+    internal_batch_size: int | None = None,
+    cross_check: bool = True,
+    solver: SolverSettings | None = None,
+) -> Explanation:
+    """Explain one case.
+
+    Args:
+        model: a trained fusion model (run in eval mode for the call).
+        inputs: one tensor per modality, ``(1, *shape)`` or ``(*shape)``.
+        texts: raw text per text modality name, shown next to the token scores.
+        target: class to explain; None: the predicted class.
+        n_steps, baseline, internal_batch_size: Integrated Gradients settings
+            (see ``attribution.integrated_gradients``).
+        cross_check: run Captum's FeatureAblation beside the exact Shapley values.
+        solver: equilibrium solver settings; default the model's own.
+    """
+    start = time.perf_counter()
+    config = model.config
+    with evaluation_mode(model):
+        x = _one_case(model, inputs)
+        trajectory = None
+        with torch.no_grad():
+            if isinstance(model, EquilibriumModel):
+                output, (trajectory,) = trace(model, x, solver=solver)
+            else:
+                output = model.run(x, solver=solver)
+        probabilities = torch.softmax(output.logits.double(), dim=-1)[0].cpu()
+        prediction = int(probabilities.argmax())
+        target = prediction if target is None else int(target)
+        (attribution,) = integrated_gradients(
+            model, x, target, baseline, n_steps=n_steps, internal_batch_size=internal_batch_size, solver=solver
+        )
+        (shapley,) = modality_shapley(model, x, target, cross_check=cross_check, solver=solver)
+    case_solve = summarise_solves([output.solve]) if output.solve is not None else None
+    return Explanation(
+        modality_names=config.modality_names,
+        class_names=config.class_names,
+        prediction=prediction,
+        probabilities=tuple(probabilities.tolist()),
+        target=target,
+        texts=dict(texts or {}),
+        trajectory=trajectory,
+        gate_share=trajectory.gate_share() if trajectory is not None else None,
+        lock_in_iteration=trajectory.lock_in_iteration if trajectory is not None else None,
+        attribution=attribution,
+        shapley=shapley,
+        reliability=assess(case_solve, attribution, shapley, tolerance=(solver or config.solver).tol),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def assess(
+    case_solve: SolveSummary | None, attribution: Attribution, shapley: ModalityShapley, tolerance: float
+) -> Reliability:
+    """The reliability verdict and its plain-language warnings."""
+    warnings = []
+    if case_solve is not None and not case_solve.converged:
+        warnings.append(
+            f"The model's equilibrium for this case did not settle ({_status(case_solve.status)} after "
+            f"{case_solve.iterations} iterations, relative residual {case_solve.relative_residual:.1e} above "
+            f"the tolerance {tolerance:.0e}): the prediction itself is unsteady, and so is every explanation of it."
+        )
+    baseline = attribution.baseline_solve
+    if baseline is not None and not baseline.converged:
+        warnings.append(
+            f"The equilibrium at the attribution baseline did not settle ({_status(baseline.status)}, relative "
+            f"residual {baseline.relative_residual:.1e}): the output there, and the completeness check, "
+            "are approximate."
+        )
+    path = attribution.path_solve
+    if path is not None and not path.converged:
+        warnings.append(
+            f"{path.unconverged} of the {path.solves} equilibrium solves along the attribution path did not settle "
+            f"(worst relative residual {path.relative_residual:.1e}): the feature attributions are approximate."
+        )
+    coalitions = shapley.coalition_solve
+    if coalitions is not None and not coalitions.converged:
+        warnings.append(
+            f"{coalitions.unconverged} of the {coalitions.solves} solves with modalities left out did not settle "
+            f"(worst relative residual {coalitions.relative_residual:.1e}): the modality contributions are approximate."
+        )
+    if not attribution.complete:
+        total, change = sum(attribution.totals), attribution.output_change
+        message = (
+            f"The feature attributions add up to {total:.3g} while the {attribution.output} changed by {change:.3g} "
+            f"from the baseline (off by {_percent(attribution.relative_delta)}, more than "
+            f"{COMPLETENESS_TOLERANCE:.0%}): "
+        )
+        if attribution.largest_path_step > JUMP_SHARE:
+            message += (
+                f"the output changes abruptly on the way from the baseline (one of the "
+                f"{len(attribution.path_values) - 1} path steps carries {_percent(attribution.largest_path_step)} "
+                "of the change): steeper than the integration resolves, or a switch between equilibria, which no "
+                "gradient accounts for. Rely on the modality contributions more than on the per-feature maps."
+            )
+        else:
+            message += f"raise the number of integration steps (now {attribution.n_steps})."
+        warnings.append(message)
+    if shapley.ablation_max_abs_diff is not None and shapley.ablation_max_abs_diff > CROSS_CHECK_TOLERANCE:
+        warnings.append(
+            f"Captum's modality ablation disagrees with the Shapley coalition values by "
+            f"{shapley.ablation_max_abs_diff:.1e} in probability: the modality contributions are suspect."
+        )
+    solves_converged = attribution.solves_converged and (coalitions is None or coalitions.converged)
+    solves_converged = solves_converged and (case_solve is None or case_solve.converged)
+    return Reliability(
+        converged=case_solve is None or case_solve.converged,
+        status="feed-forward" if case_solve is None else case_solve.status,
+        iterations=0 if case_solve is None else case_solve.iterations,
+        final_relative_residual=None if case_solve is None else case_solve.relative_residual,
+        ig_delta=attribution.convergence_delta,
+        ig_relative_delta=attribution.relative_delta,
+        ig_complete=attribution.complete,
+        solves_converged=solves_converged,
+        reliable=not warnings,
+        warnings=tuple(warnings),
+    )
+
+
+def _status(status: str) -> str:
+    return {"max_iter": "it ran out of iterations", "diverged": "it diverged"}.get(status, status)
+
+
+def _percent(share: float) -> str:
+    return "an unbounded share" if not math.isfinite(share) else f"{100 * share:.0f}%"
