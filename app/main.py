@@ -80,7 +80,7 @@ if entry is not None:
             "traced to the exact model.",
         )
     try:
-        resources.handle(entry)
+        resources.lens(entry)
     except (ModelLoadError, OSError, ValueError) as error:
         st.error(f"The model in {entry.folder} cannot be used: {error}")
         st.stop()

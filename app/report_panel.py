@@ -14,8 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import resources
-from deq_core.audit.report import DecisionReport, ReportSettings, build_report, log_report
-from deq_core.audit.log import AuditLog, default_url
+from deq_core import AuditLog, Case, DecisionReport, ReportSettings, default_audit_url, log_report
 
 
 @st.cache_resource(show_spinner=False)
@@ -25,7 +24,7 @@ def _audit_log(url: str) -> AuditLog:
 
 def audit_log() -> AuditLog:
     """The process's audit log ($DEQ_LENS_AUDIT_DB or .cache/audit.sqlite), shared by every session."""
-    return _audit_log(default_url())
+    return _audit_log(default_audit_url())
 
 
 def reports_dir() -> Path:
@@ -37,7 +36,7 @@ def _record_download(report: DecisionReport, path: str, what: str) -> None:
     st.session_state["report_last_logged"] = (entry.id, what)
 
 
-def report_panel(entry: resources.ModelEntry, case: resources.Case, key: str, *, settings: ReportSettings,
+def report_panel(entry: resources.ModelEntry, case: Case, key: str, *, settings: ReportSettings,
                  corruption=None, explanation=None, identity: tuple = ()) -> None:  # fmt: skip
     """A "Prepare report" button, then HTML and JSON download buttons for that report.
 
@@ -49,13 +48,11 @@ def report_panel(entry: resources.ModelEntry, case: resources.Case, key: str, *,
     if st.button("Prepare report", key=f"{key}_prepare", icon=":material/description:",
                  help="A self-contained HTML page and a JSON record with hashes of the model and inputs, "
                  "which `python -m deq_core.audit verify` can re-run."):  # fmt: skip
-        handle = resources.handle(entry)
-        with st.spinner("Writing the report…"), handle.lock:
-            label = case.label
-            report = build_report(
-                handle.model, entry.folder, case.inputs, case.key, texts=case.texts, corruption=corruption,
-                settings=settings, label=label, explanation=explanation,
-                source={"app": True, "dataset": handle.model.config.dataset} if not case.key.startswith("upload-") else {"upload": True},
+        lens = resources.lens(entry)
+        with st.spinner("Writing the report…"):
+            report = lens.report(
+                case, settings, corruption=corruption, explanation=explanation,
+                source={"upload": True} if case.is_upload else {"app": True, "dataset": lens.config.dataset},
             )  # fmt: skip
         json_path, _ = report.write(reports_dir() / report.sha256[:16])
         st.session_state[state_key] = {"identity": identity, "report": report, "path": str(json_path)}

@@ -6,6 +6,7 @@ dataset-level work runs in ``app.jobs`` so a rerun never throws it away.
 
 Environment:
     DEQ_LENS_MODELS      models root (default <repo>/assets/models)
+    DEQ_LENS_MODEL       the model chosen at start (a folder name under the root); default the first DEQ listed
     DEQ_LENS_MAX_CASES   use at most this many test cases, evenly spread, for dataset-level views
     DEQ_LENS_ROBUSTNESS  "quick" (severities 0, 0.5, 1) or "full" (0, 0.1, ..., 1); default: full
                          when the robustness CLI has cached it, else quick
@@ -17,7 +18,6 @@ Environment:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import threading
@@ -30,8 +30,8 @@ import streamlit as st
 import torch
 
 import deq_core
-from deq_core import ModelLoadError, SolverSettings, load_config, load_model, model_checksum, resolve_device, trace
-from deq_core.data import MultimodalDataset, load_dataset
+from deq_core import Case, Lens, ModelLoadError, SolverSettings, load_config, model_checksum, resolve_device
+from deq_core.data import MultimodalDataset
 
 # deq_core.evaluate and deq_core.explain.tuning (scikit-learn), robustness (pandas) and explain
 # (Captum) are imported where they are used: the first page must not wait for them.
@@ -124,45 +124,57 @@ def list_models(root: Path | None = None) -> list[ModelEntry]:
 
 
 def default_model(entries: Sequence[ModelEntry]) -> ModelEntry | None:
+    """$DEQ_LENS_MODEL when it names a listed folder, else the first DEQ of the listing (or the first model)."""
+    chosen = os.environ.get("DEQ_LENS_MODEL", "").strip()
     for entry in entries:
-        if entry.name == "inspection-deq":
+        if chosen and entry.name == chosen:
             return entry
     return next((e for e in entries if e.architecture == "deq"), entries[0] if entries else None)
 
 
 def baselines_of(entry: ModelEntry) -> dict[str, ModelEntry]:
-    """The model and its siblings ``<dataset>-<architecture>`` in the same folder, by architecture."""
-    from deq_core.explain.robustness import find_baselines
+    """The model and the other models beside it of the same dataset and inputs, one per architecture.
 
-    found: dict[str, ModelEntry] = {}
-    for folder in find_baselines(entry.folder).values():
+    Found by their configs, not their folder names; where two folders have the same
+    architecture, the one whose name shares the model's prefix wins, then the first by name.
+    """
+    config = load_config(entry.folder)
+    inputs = tuple((m.name, m.kind, tuple(m.shape)) for m in config.modalities)
+    prefix = entry.name.rsplit("-", 1)[0]
+    found: dict[str, ModelEntry] = {entry.architecture: entry}
+    folder = Path(entry.folder)
+    candidates = sorted((p for p in folder.parent.iterdir() if p.is_dir() and p != folder),
+                        key=lambda p: (not p.name.startswith(prefix + "-"), p.name))  # fmt: skip
+    for candidate in candidates:
         try:
-            sibling = model_entry(folder)
+            sibling = model_entry(candidate)
+            other = load_config(candidate)
         except (ModelLoadError, OSError, ValueError):
+            continue
+        if sibling.dataset != entry.dataset or tuple((m.name, m.kind, tuple(m.shape)) for m in other.modalities) != inputs:
             continue
         found.setdefault(sibling.architecture, sibling)
     return found
 
 
-class ModelHandle:
-    """A loaded model and the lock that serialises the foreground calls on it.
-
-    Attribution registers hooks on the model while it runs, so two sessions must
-    not run it at once; background jobs load their own copy and never take this lock.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.lock = threading.RLock()
-
-
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def shared_model(folder: str, checksum: str) -> ModelHandle:
-    return ModelHandle(load_model(folder, device="auto"))
+def _lens(folder: str, checksum: str) -> Lens:
+    return Lens(deq_core.load_model(folder, device="auto"), folder, checksum)
 
 
-def handle(entry: ModelEntry) -> ModelHandle:
-    return shared_model(entry.folder, entry.checksum)
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _background_lens(folder: str, checksum: str) -> Lens:
+    return _lens(folder, checksum).background()
+
+
+def lens(entry: ModelEntry) -> Lens:
+    """The model's Lens, shared by every session: its lock serialises foreground calls, its cache serves them all."""
+    return _lens(entry.folder, entry.checksum)
+
+
+def background_lens(entry: ModelEntry) -> Lens:
+    """A Lens on a second copy of the model for background jobs: they never wait for, or hold, the foreground's lock."""
+    return _background_lens(entry.folder, entry.checksum)
 
 
 def device_name() -> str:
@@ -183,25 +195,9 @@ def training_metrics(entry: ModelEntry) -> dict:
 # --------------------------------------------------------------------------- data
 
 
-def _evenly(n: int, cap: int | None) -> np.ndarray | None:
-    if cap is None or cap >= n:
-        return None
-    return np.unique(np.linspace(0, n - 1, cap).round().astype(int))
-
-
-@st.cache_resource(show_spinner="Loading the test cases…", max_entries=8)
-def _test_data(dataset: str, modalities_json: str, cap: int | None) -> MultimodalDataset:
-    modalities = tuple(deq_core.Modality.from_dict(m) for m in json.loads(modalities_json))
-    data = load_dataset(dataset, "test", modalities=modalities)
-    rows = _evenly(len(data), cap)
-    return data if rows is None else data.subset(rows)
-
-
 def test_data(entry: ModelEntry) -> MultimodalDataset:
     """The model's test split (capped by DEQ_LENS_MAX_CASES), shared by all sessions."""
-    config = handle(entry).model.config
-    modalities = json.dumps([m.to_dict() for m in config.modalities])
-    return _test_data(config.dataset, modalities, max_cases())
+    return lens(entry).data("test", max_cases())
 
 
 # --------------------------------------------------------------------------- background jobs
@@ -235,11 +231,9 @@ def cache_dir() -> Path:
 
 
 def data_fingerprint(data: MultimodalDataset) -> str:
-    h = hashlib.sha256(f"{data.name}|{data.split}|{len(data)}|{deq_core.__version__}".encode())
-    for x in (*data.inputs, data.labels):
-        h.update(x.detach().cpu().contiguous().numpy().tobytes())
-    h.update("\n".join(data.ids).encode())
-    return h.hexdigest()[:24]
+    from deq_core.cache import data_fingerprint as fingerprint
+
+    return fingerprint(data)
 
 
 def _save_evaluation(path: Path, evaluation, p) -> None:
@@ -292,11 +286,8 @@ def evaluation_job(entry: ModelEntry) -> Job:
         cached = _load_evaluation(path)
         if cached is not None:
             return cached
-        from deq_core.evaluate import evaluate
-
         report(0.05, f"evaluating {entry.name} on {len(data)} cases")
-        model = load_model(entry.folder, device="auto")
-        evaluation, predictions = evaluate(model, data, name=entry.name)
+        evaluation, predictions = background_lens(entry).evaluate(data)
         _save_evaluation(path, evaluation, predictions)
         return evaluation, predictions
 
@@ -331,7 +322,7 @@ def _full_sweep_cached(entries: dict[str, ModelEntry], data: MultimodalDataset) 
 
 def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
     """The robustness sweep of the model and its baselines; returns (job, detail used)."""
-    from deq_core.explain.robustness import DEFAULT_SEVERITIES, QUICK_SEVERITIES, robustness_sweep
+    from deq_core.explain.robustness import DEFAULT_SEVERITIES, QUICK_SEVERITIES
 
     siblings = baselines_of(entry)
     named = {e.name: e for e in siblings.values()}
@@ -345,13 +336,11 @@ def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
 
     def work(report):
         report(0.02, f"loading {len(named)} models")
-        models = {name: load_model(e.folder, device="auto") for name, e in named.items()}
-        runs = len(models) * (1 + sum(len(v) for v in _corruption_kinds(data).values()) * (len(severities) - 1))
+        lenses = {name: background_lens(e) for name, e in named.items()}
+        runs = len(lenses) * (1 + sum(len(v) for v in _corruption_kinds(data).values()) * (len(severities) - 1))
         report(0.05, f"{runs} runs over {len(data)} cases (models whose results are cached on disk are read)")
-        return robustness_sweep(
-            models, data, severities, cache_dir=robustness_cache_dir(),
-            checksums={name: e.checksum for name, e in named.items()},
-        )  # fmt: skip
+        main, *others = lenses
+        return lenses[main].robustness({n: lenses[n] for n in others}, data, severities, cache_dir=robustness_cache_dir())
 
     return jobs().submit(key, "robustness sweep", work), detail
 
@@ -362,48 +351,25 @@ def _corruption_kinds(data: MultimodalDataset) -> dict[str, tuple[str, ...]]:
     return {m.name: available_corruptions(m.kind) for m in data.modalities}
 
 
-_reference_lock = threading.Lock()
-_references: dict[tuple, np.ndarray] = {}
-
-
-def _reference_decisions(entry: ModelEntry, model, data: MultimodalDataset, reference: SolverSettings) -> np.ndarray:
-    from deq_core.explain import tuning
-
-    key = (entry.folder, entry.checksum, reference, len(data))
-    with _reference_lock:
-        if key not in _references:
-            _references[key] = tuning.reference_decisions(model, data, reference)
-        return _references[key]
-
-
 def assessment_job(entry: ModelEntry, settings: SolverSettings) -> Job:
     """The whole test split under ``settings``, with flips against the tight reference."""
     data = test_data(entry)
     key = ("assess", entry.folder, entry.checksum, settings, len(data))
 
     def work(report):
-        from deq_core.explain import tuning
-
-        model = load_model(entry.folder, device="auto")
-        reference = tuning.reference_settings(settings)
-        report(0.1, "solving every case tightly for the reference decisions")
-        decisions = _reference_decisions(entry, model, data, reference)
-        report(0.5, f"solving every case at tolerance {settings.tol:g}")
-        return tuning.assess_settings(model, data, settings, decisions, latency_cases=10)
+        report(0.1, "solving every case tightly for the reference decisions (once per model and solver)")
+        return background_lens(entry).assess(settings, data, latency_cases=10)
 
     return jobs().submit(key, "test-set assessment", work)
 
 
 def sweep_job(entry: ModelEntry, base: SolverSettings) -> Job:
-    """``deq_core.explain.tuning.tolerance_sweep`` of the test split around ``base`` (only the tolerance varies)."""
+    """The tolerance sweep of the test split around ``base`` (only the tolerance varies)."""
     data = test_data(entry)
     key = ("sweep", entry.folder, entry.checksum, dataclasses.replace(base, tol=1.0), len(data))
 
     def work(report):
-        from deq_core.explain import tuning
-
-        model = load_model(entry.folder, device="auto")
-        return tuning.tolerance_sweep(model, data, base, latency_cases=5, progress=report)
+        return background_lens(entry).sweep(base, data, latency_cases=5, progress=report)
 
     return jobs().submit(key, "tolerance sweep", work)
 
@@ -413,12 +379,7 @@ def equal_compute_job(deq: ModelEntry, weight_tied: ModelEntry, base: SolverSett
     key = ("equal_compute", deq.checksum, weight_tied.checksum, dataclasses.replace(base, max_iter=1), len(data))
 
     def work(report):
-        from deq_core.explain import tuning
-
-        return tuning.equal_compute(
-            load_model(deq.folder, device="auto"), load_model(weight_tied.folder, device="auto"), data,
-            base=base, progress=report,
-        )  # fmt: skip
+        return background_lens(deq).compare_equal_compute(background_lens(weight_tied), data, base=base, progress=report)
 
     return jobs().submit(key, "equal-compute comparison", work)
 
@@ -433,38 +394,16 @@ def warm_up(entry: ModelEntry) -> None:
 # --------------------------------------------------------------------------- cases
 
 
-@dataclass(frozen=True)
-class Case:
-    """One case as the pages use it.
-
-    Attributes:
-        key: stable identity for caches: the test case id, or ``upload-<sha256>``.
-        inputs: one tensor per modality, batch 1.
-        label: true class index, None for an uploaded case.
-        texts: raw text per text modality (what a person reads).
-    """
-
-    key: str
-    inputs: tuple[torch.Tensor, ...]
-    label: int | None
-    texts: dict[str, str]
-
-
 def test_case(entry: ModelEntry, case_id: str) -> Case:
-    data = test_data(entry)
-    inputs, label = data.case(case_id)
-    row = data.ids.index(case_id)
-    return Case(key=case_id, inputs=inputs, label=label, texts={k: v[row] for k, v in data.texts.items()})
+    return lens(entry).case(case_id, data=test_data(entry))
 
 
 def ideal_reference(entry: ModelEntry, case: Case, target: int):
-    """``deq_core.explain.ideal.IdealReference`` of a generated inspection case, else None (other data, uploads)."""
-    from deq_core.explain.ideal import ideal_reference as reference
-
-    return reference(case.key, case.inputs, case.texts, target, handle(entry).model.config.modality_names)
+    """The dataset's reference for this case (the inspection ideal classifier), else None (other data, uploads)."""
+    return lens(entry).ideal_reference(case, target)
 
 
-def current_case(entry: ModelEntry) -> Case | None:
+def current_case(entry: ModelEntry) -> Case:
     """The case chosen on the Inspect page (an upload or a test case), shared with the Lab and Tuning."""
     upload = st.session_state.get("uploaded_case")
     if st.session_state.get("case_source") == "upload" and upload is not None and upload.get("model") == entry.checksum:
@@ -475,40 +414,6 @@ def current_case(entry: ModelEntry) -> Case | None:
         case_id = data.ids[0]
         st.session_state["case_id"] = case_id
     return test_case(entry, case_id)
-
-
-def digest(*parts: bytes | str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else part.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class CaseSolve:
-    """A case solved with recording: the decision and its trajectory."""
-
-    probabilities: np.ndarray  # (C,)
-    trajectory: object  # deq_core.Trajectory
-
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def case_solve(folder: str, checksum: str, case_key: str, settings: SolverSettings | None, _inputs: tuple) -> CaseSolve:
-    """``deq_core.trace`` of one case; ``case_key`` must identify ``_inputs`` (corruptions included)."""
-    h = shared_model(folder, checksum)
-    with h.lock:
-        output, (trajectory,) = trace(h.model, [x.to(h.model.device) for x in _inputs], settings)
-    return CaseSolve(probabilities=torch.softmax(output.logits, dim=1)[0].cpu().numpy(), trajectory=trajectory)
-
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def case_tuning(folder: str, checksum: str, case_key: str, settings: SolverSettings, _inputs: tuple):
-    from deq_core.explain import tuning
-
-    h = shared_model(folder, checksum)
-    with h.lock:
-        return tuning.tune_case(h.model, _inputs, settings)
 
 
 def current_model_entry() -> ModelEntry | None:
@@ -538,17 +443,6 @@ def require_equilibrium(entry: ModelEntry) -> None:
         st.stop()
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def case_explanation(folder: str, checksum: str, case_key: str, target: int | None, n_steps: int, baseline: str | None,
-                     _inputs: tuple, _texts: dict):  # fmt: skip
-    """``deq_core.explain.explanation.explain_case`` of one case, once per (case, target, steps, baseline)."""
-    from deq_core.explain.explanation import explain_case
-
-    h = shared_model(folder, checksum)
-    with h.lock:
-        return explain_case(h.model, _inputs, texts=_texts, target=target, n_steps=n_steps, baseline=baseline)
-
-
 def lab_specs(settings: Sequence[tuple[str, bool, str, float]]) -> tuple:
     """Corruption specs of the lab's switches: (modality, on, kind or "none", severity) each."""
     from deq_core.explain.corrupt import CorruptionSpec
@@ -560,22 +454,3 @@ def lab_specs(settings: Sequence[tuple[str, bool, str, float]]) -> tuple:
         elif kind != "none" and severity > 0:
             specs.append(CorruptionSpec(modality, kind, float(severity)))
     return tuple(specs)
-
-
-@dataclass(frozen=True)
-class VariantSolve:
-    inputs: tuple  # the corrupted inputs, batch 1
-    solve: CaseSolve
-
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def variant_solve(folder: str, checksum: str, case_key: str, specs: tuple, _inputs: tuple) -> VariantSolve:
-    """The case with ``specs`` applied (``deq_core.explain.corrupt.apply``, keyed by the case id) and solved."""
-    from deq_core.explain.corrupt import InputReference, apply
-
-    h = shared_model(folder, checksum)
-    model = h.model
-    with h.lock:
-        corrupted = apply(_inputs, model.config.modalities, specs, InputReference.of_model(model), case_keys=[case_key])
-    key = f"{case_key}|" + ";".join(s.describe() for s in specs)
-    return VariantSolve(inputs=tuple(x.cpu() for x in corrupted), solve=case_solve(folder, checksum, key, None, tuple(corrupted)))

@@ -9,19 +9,15 @@ import torch
 from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import chart
-from deq_core.explain.attribution import BASELINES, DEFAULT_STEPS, top_features
-from deq_core.audit.report import ReportSettings
-from deq_core.data.readers import READERS, InputError, text_to_tokens
-from deq_core.explain.ideal import ranking_sentence
-from deq_core.engine.text import token_strings
+from deq_core import BASELINES, DEFAULT_STEPS, Case, MissingInputs, ReportSettings, UploadError, ranking_sentence, token_strings, top_features
 
 LOW_CONFIDENCE = 0.6  # below this the decision is called unsure
 SLOW_QUANTILE = 0.9  # "slow" = among the 10% of cases that needed most iterations
 
 entry = resources.require_model()
 resources.require_equilibrium(entry)
-model = resources.handle(entry).model
-config = model.config
+lens = resources.lens(entry)
+config = lens.config
 data = resources.test_data(entry)
 
 st.title("Inspect a decision")
@@ -59,22 +55,12 @@ else:
     st.caption("One file per input, checked against what the model expects. Nothing is resized or guessed.")
     per_line = 3 if len(config.modalities) > 4 else len(config.modalities)
     columns = [c for start in range(0, len(config.modalities), per_line) for c in st.columns(per_line)]
-    read, problems, parts, missing, given_texts = [], [], [], [], {}
+    contents, file_names = {}, {}
     for column, modality in zip(columns, config.modalities):
         with column:
             if modality.kind == "text":
-                text = st.text_area(f"{modality.name} (text)", key=f"upload_{modality.name}", height=120,
-                                    placeholder="e.g. Small scratch near the bore.")  # fmt: skip
-                if text.strip():
-                    try:
-                        read.append(text_to_tokens(text, modality)[None])
-                        parts.append(text)
-                        given_texts[modality.name] = text
-                    except InputError as error:
-                        problems.append(f"{modality.name}: {error}")
-                else:
-                    read.append(None)
-                    missing.append(modality.name)
+                contents[modality.name] = st.text_area(f"{modality.name} (text)", key=f"upload_{modality.name}", height=120,
+                                                       placeholder="e.g. Small scratch near the bore.")  # fmt: skip
                 continue
             accept = {"image": ["png", "jpg", "jpeg"], "timeseries": ["csv"], "vector": ["csv", "npy"]}[modality.kind]
             shape = "×".join(map(str, modality.shape))
@@ -86,20 +72,15 @@ else:
                 hint = f"CSV with a header and one row, or .npy ({shape})"
             upload = st.file_uploader(f"{modality.name} ({hint})", type=accept, key=f"upload_{modality.name}")
             if upload is not None:
-                content = upload.getvalue()
-                try:
-                    read.append(READERS[modality.kind](content, modality)[None])
-                    parts.append(content)
-                except InputError as error:
-                    problems.append(f"{modality.name} ({upload.name}): {error}")
-            else:
-                read.append(None)
-                missing.append(modality.name)
-    for problem in problems:
-        st.error(problem)
-    if problems:
+                contents[modality.name], file_names[modality.name] = upload.getvalue(), upload.name
+    try:
+        case = Case.from_upload(config.modalities, contents, file_names=file_names)
+    except UploadError as error:
+        for problem in error.problems:
+            st.error(problem)
         st.stop()
-    if missing:
+    except MissingInputs as absent:
+        missing = absent.missing
         st.info(f"Missing: {', '.join(missing)}. Give every input, or let the model decide without them.")
         if len(missing) == len(config.modalities) or not st.checkbox(
             "Decide without the missing inputs", key="upload_drop_missing",
@@ -107,19 +88,12 @@ else:
                  "(\"drop\") in the Modality lab. The decision then rests on the inputs given.",
         ):  # fmt: skip
             st.stop()
-        means = resources.handle(entry).model.input_means()
-        read = [
-            means[i].detach().cpu()[None].to(torch.int64 if m.kind == "text" else torch.float32) if x is None else x
-            for i, (x, m) in enumerate(zip(read, config.modalities))
-        ]
-        parts.append("dropped:" + ",".join(missing))
+        case = Case.from_upload(config.modalities, contents, means=lens.model.input_means(), file_names=file_names)
         st.warning(f"Treated as dropped (training average): {', '.join(missing)}. "
                    "This decision is not the one the model would make with every input.")  # fmt: skip
-    key = "upload-" + resources.digest(*parts)
-    case = resources.Case(key=key, inputs=tuple(read), label=None, texts=given_texts)
     st.session_state["uploaded_case"] = {"model": entry.checksum, "case": case}
 
-solved = resources.case_solve(entry.folder, entry.checksum, case.key, None, case.inputs)
+solved = lens.decide(case)
 trajectory = solved.trajectory
 predicted = int(solved.probabilities.argmax())
 truth = config.class_names[case.label] if case.label is not None else None
@@ -220,10 +194,7 @@ baseline = settings[2].selectbox("Compared with", baseline_names, key="insp_base
                                  format_func=lambda b: "each input's default" if b == "default" else f"{b}: {BASELINES[b].description}",
                                  help="What 'absent' means for the attribution: the input is compared with this baseline.")  # fmt: skip
 with st.spinner(f"Explaining {case.key}: Integrated Gradients over {n_steps} steps and every combination of inputs…"):
-    explanation = resources.case_explanation(
-        entry.folder, entry.checksum, case.key, config.class_names.index(target_name), n_steps,
-        None if baseline == "default" else baseline, case.inputs, case.texts,
-    )  # fmt: skip
+    explanation = lens.explain(case, config.class_names.index(target_name), n_steps, None if baseline == "default" else baseline)
 shapley = explanation.shapley
 attribution = explanation.attribution
 e, f = st.columns([3, 2])

@@ -9,16 +9,14 @@ import streamlit as st
 from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import chart, table_with_download
-from deq_core.audit.report import ReportSettings
-from deq_core.explain.corrupt import CorruptionSet, available_corruptions, describe_corruption
-from deq_core.engine.text import token_strings
+from deq_core import CorruptionSet, ReportSettings, available_corruptions, describe_corruption, token_strings
 
 REPORT_STEPS = 16  # IG steps of a variant report: seconds on a CPU; the Inspect page offers more
 
 entry = resources.require_model()
 resources.require_equilibrium(entry)
-model = resources.handle(entry).model
-config = model.config
+lens = resources.lens(entry)
+config = lens.config
 case = resources.current_case(entry)
 names = config.modality_names
 
@@ -67,10 +65,11 @@ for column, m in zip(controls, config.modalities):
 settings = tuple(settings)
 specs = resources.lab_specs(settings)
 
-reference = resources.case_solve(entry.folder, entry.checksum, case.key, None, case.inputs)
-variant = resources.variant_solve(entry.folder, entry.checksum, case.key, specs, case.inputs)
-ref_t, var_t = reference.trajectory, variant.solve.trajectory
-ref_class, var_class = int(reference.probabilities.argmax()), int(variant.solve.probabilities.argmax())
+reference = lens.decide(case)
+variant_case = lens.variant(case, specs)
+variant = lens.decide(variant_case)
+ref_t, var_t = reference.trajectory, variant.trajectory
+ref_class, var_class = reference.prediction, variant.prediction
 shift = frames.equilibrium_shift(ref_t, var_t)
 
 # --------------------------------------------------------------------------- side by side
@@ -81,7 +80,7 @@ summary[0].metric("Reference decides", config.class_names[ref_class], delta=f"{r
 changed = var_class != ref_class
 summary[1].metric(
     "Variant decides", config.class_names[var_class],
-    delta=f"{variant.solve.probabilities[var_class]:.0%} sure · " + ("decision changed" if changed else "same decision"),
+    delta=f"{variant.probabilities[var_class]:.0%} sure · " + ("decision changed" if changed else "same decision"),
     delta_color="red" if changed else "off", delta_arrow="off",
 )  # fmt: skip
 summary[2].metric("Iterations", f"{ref_t.iterations} → {var_t.iterations}", delta=var_t.iterations - ref_t.iterations,
@@ -96,7 +95,7 @@ if not specs:
 left, right = st.columns(2)
 with left:
     st.markdown("**Class probabilities**")
-    chart(plots.compare_probabilities(config.class_names, reference.probabilities, variant.solve.probabilities, height=270), "lab_probabilities")
+    chart(plots.compare_probabilities(config.class_names, reference.probabilities, variant.probabilities, height=270), "lab_probabilities")
 with right:
     st.markdown("**Both searches for the equilibrium**", help="Residual per iteration: how much one more step would still change the state.")
     chart(
@@ -121,13 +120,13 @@ with st.expander("What the model sees in the variant"):
     if not damaged:
         st.caption("Nothing is changed.")
     for i, m in damaged:
-        x = np.asarray(variant.inputs[i][0])
+        x = np.asarray(variant_case.inputs[i][0])
         if m.kind == "image":
             chart(plots.picture(x.mean(axis=0), m.name, height=240), f"lab_seen_{m.name}")
         elif m.kind == "timeseries":
             chart(plots.sensor_traces(x, m.feature_names, height=240), f"lab_seen_{m.name}")
         elif m.kind == "text":
-            words = token_strings(variant.inputs[i][0].tolist(), m.vocabulary)
+            words = token_strings(variant_case.inputs[i][0].tolist(), m.vocabulary)
             st.markdown(f"**{m.name}:** " + (" ".join(words) if words else "*(empty)*"))
         else:
             chart(plots.vector_bars(x, m.feature_names, m.name, height=200), f"lab_seen_{m.name}")
@@ -148,10 +147,10 @@ if buttons[0].button("Keep this variant", key="lab_keep", icon=":material/bookma
         "settings": settings,
         "description": "; ".join(s.describe().split(" (seed")[0] for s in specs),
         "decision": config.class_names[var_class],
-        "confidence": float(variant.solve.probabilities[var_class]),
+        "confidence": float(variant.probabilities[var_class]),
         "iterations": var_t.iterations,
         "equilibrium_shift": shift,
-        **{f"P({c})": float(p) for c, p in zip(config.class_names, variant.solve.probabilities)},
+        **{f"P({c})": float(p) for c, p in zip(config.class_names, variant.probabilities)},
     })  # fmt: skip
 buttons[1].button("Reset switches", key="lab_reset", on_click=reset, icon=":material/restart_alt:")
 if history:

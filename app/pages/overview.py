@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import frames, plots, resources
 from app.widgets import chart, table_with_download
-from deq_core.evaluate import compare_predictions
+from deq_core import compare_predictions
 
 
 
@@ -21,8 +21,8 @@ def money(value: float) -> str:
 
 
 entry = resources.require_model()
-model = resources.handle(entry).model
-config = model.config
+lens = resources.lens(entry)
+config = lens.config
 data = resources.test_data(entry)
 metrics = resources.training_metrics(entry)
 

@@ -8,12 +8,12 @@ import streamlit as st
 
 from app import frames, plots, resources
 from app.widgets import chart, table_with_download
-from deq_core.explain.tuning import DEFAULT_TOLERANCES
+from deq_core import DEFAULT_TOLERANCES
 
 entry = resources.require_model()
 resources.require_equilibrium(entry)
-model = resources.handle(entry).model
-config = model.config
+lens = resources.lens(entry)
+config = lens.config
 trained = config.solver
 case = resources.current_case(entry)
 
@@ -72,7 +72,7 @@ settings = dataclasses.replace(trained, **changes)
 
 # --------------------------------------------------------------------------- this case
 st.subheader(f"This case ({case.key})")
-result = resources.case_tuning(entry.folder, entry.checksum, case.key, settings, case.inputs)
+result = lens.tune(case, settings)
 m = st.columns([1, 1.2, 1.6, 1, 0.8])
 m[0].metric("Iterations", result.iterations, delta=result.iterations - result.reference_trajectory.iterations,
             delta_color="inverse", help="Compared with the tight reference solve.")  # fmt: skip
@@ -139,7 +139,7 @@ st.subheader("The DEQ against the weight-tied model at equal compute")
 siblings = resources.baselines_of(entry)
 if "deq" in siblings and "weight_tied" in siblings:
     # The DEQ runs with the settings above when it is the model being tuned, else with its own.
-    deq_settings = settings if entry.architecture == "deq" else resources.handle(siblings["deq"]).model.config.solver
+    deq_settings = settings if entry.architecture == "deq" else resources.lens(siblings["deq"]).config.solver
     comparison = resources.wait_for(
         resources.equal_compute_job(siblings["deq"], siblings["weight_tied"], deq_settings),
         "Comparing both models at equal numbers of fusion steps",

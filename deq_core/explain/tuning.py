@@ -42,6 +42,15 @@ def reference_settings(settings: SolverSettings, tol: float = REFERENCE_TOL, max
     return dataclasses.replace(settings, tol=min(tol, settings.tol), max_iter=max(max_iter, settings.max_iter))
 
 
+def reference_for(settings: SolverSettings, tolerances: Sequence[float] = DEFAULT_TOLERANCES) -> SolverSettings:
+    """The one tight reference of ``settings``: what both the assessment and the sweep compare with.
+
+    Tighter than every tolerance the sweep tries and than ``settings`` itself, with the
+    same solver; so a split's reference decisions are computed once per model and solver.
+    """
+    return reference_settings(settings, tol=min(REFERENCE_TOL, *tolerances))
+
+
 def count_flips(reference: np.ndarray, predicted: np.ndarray) -> int:
     """Number of decisions that differ from the reference's. Both ``(n,)`` class indices."""
     reference, predicted = np.asarray(reference), np.asarray(predicted)
@@ -275,18 +284,21 @@ def tolerance_sweep(
     reference: SolverSettings | None = None,
     latency_cases: int = 10,
     progress: Progress | None = None,
+    reference_predicted: np.ndarray | None = None,
 ) -> ToleranceSweep:
     """Solve ``data`` at each tolerance and count decisions that flip against the reference.
 
-    ``progress(fraction, message)`` is called before each step.
+    ``progress(fraction, message)`` is called before each step. ``reference_predicted``:
+    the decisions under ``reference`` when already known (the Lens computes them once).
     """
     _require_equilibrium(model)
     progress = progress or _no_progress
-    reference = reference or reference_settings(base, tol=min(REFERENCE_TOL, *tolerances))
+    reference = reference or reference_for(base, tolerances)
     tolerances = sorted(set(float(t) for t in tolerances), reverse=True)
     steps = len(tolerances) + 1
-    progress(0.0, "solving every case tightly for the reference decisions")
-    reference_predicted = reference_decisions(model, data, reference)
+    if reference_predicted is None:
+        progress(0.0, "solving every case tightly for the reference decisions")
+        reference_predicted = reference_decisions(model, data, reference)
     reports = []
     for i, tol in enumerate(tolerances, start=1):
         progress(i / steps, f"solving every case at tolerance {tol:g}")
