@@ -1,6 +1,6 @@
 """DEQ Fusion Lens, the Streamlit app: `streamlit run app/main.py`.
 
-Layers (see shared/design/style.md): ``frames`` and ``plots`` are pure (no
+Layers: ``frames`` and ``plots`` are pure (no
 Streamlit, no torch import); ``jobs`` runs long deq_core work off the script
 thread; ``resources`` holds the Streamlit caches; ``pages`` lay out widgets.
 """

@@ -2,7 +2,7 @@
 
     python benchmarks/deletion_ceiling.py [--split val|test] [--model FOLDER ...] [--cases N] [--json PATH]
 
-#4 holds the shipped DEQ's explanations to >= 90% deletion agreement: dropping the
+docs/targets.md holds the shipped DEQ's explanations to >= 90% deletion agreement: dropping the
 modality with the largest Shapley value must lower the predicted class's probability
 more than dropping the one with the smallest (``deq_core.explain.faithfulness``). This
 computes the same figure, with the same code, for the ideal classifier of the
@@ -57,8 +57,8 @@ class DeletionCeiling:
         deletion_agreement: as ``deq_core.explain.faithfulness`` computes it; a tie counts as a disagreement.
         disagreements: ``"class: largest > smallest"`` -> cases.
         near_ties: disagreements whose two single drops differ by <= ``NEAR_TIE``.
-        agreement_without_near_ties: the agreement with those cases left out; not #4's
-            target, a diagnostic: it separates rankings that are wrong from ones that are moot.
+        agreement_without_near_ties: the agreement with those cases left out; not the
+            target of docs/targets.md, a diagnostic: it separates rankings that are wrong from ones that are moot.
         coalition_log_loss: coalition (``"photo+note"``, ``"none"`` ...) -> mean -log p(true class).
         ideal_top_agreement: share of cases whose largest Shapley value is on the input where
             the ideal classifier's is, for the class explained (cases where the ideal's

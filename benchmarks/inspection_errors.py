@@ -6,7 +6,7 @@ The inspection generator records, for every case, what each modality actually
 shows (a bright or dark line, a branched crack, a temperature ramp, a specific,
 vague or wrong note ...). This groups a model's errors by that ground truth, and
 for late fusion, whose heads each read one modality, prints what the photo head
-says on average for each kind of photo. It is how the README found that most
+says on average for each kind of photo. It is how docs/experiments.md found that most
 errors are dark straight lines called cracks (``--image-pooling``). Use it on the
 validation split to compare recipes; the test split is for reporting.
 """

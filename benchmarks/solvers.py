@@ -138,7 +138,7 @@ def fit_contractive_fusion(steps: int = 200, penalty_weight: float = 10.0, seed:
 
     The untrained f already contracts (the model's contractive start; spectral
     radius about 0.7 at z*), but what the benchmark should stand for is a DEQ
-    trained with the spec's Jacobian penalty. So it is fitted for ``steps`` Adam
+    trained with the Jacobian penalty (docs/model.md). So it is fitted for ``steps`` Adam
     steps (15-40 s on one thread, depending on load; deterministic) on random inputs labelled
     by a random linear teacher, with the penalty at weight 10 and one probe. The
     3-step phantom gradient and 20 plain forward steps keep the fit cheap; the
@@ -244,7 +244,7 @@ class Solver:
 
 def build_solvers(tol: float, max_iter: int, torchdeq_solver) -> list[Solver]:
     def ours(method: str) -> Solver:
-        # Our defaults are the spec's: Anderson m = 6, beta = 1, lambda = 1e-4 relative to the window's residuals.
+        # Our defaults are docs/model.md's: Anderson m = 6, beta = 1, lambda = 1e-4 relative to the window's residuals.
         return Solver("deq_core", method, lambda f, z0: solve(f, z0, method, tol=tol, max_iter=max_iter, stop_mode="rel").z)
 
     def theirs(method: str, key: str) -> Solver:

@@ -27,7 +27,7 @@ from deq_core.engine.config import SolverSettings
 from deq_core.data import MultimodalDataset, load_dataset
 from deq_core.engine.model import FusionModel
 
-SETTLED_RELATIVE_RESIDUAL = 1e-3  # the figure the issue asks of every equilibrium
+SETTLED_RELATIVE_RESIDUAL = 1e-3  # the figure docs/targets.md asks of every equilibrium
 ECE_BINS = 15
 
 

@@ -61,7 +61,7 @@ class TrainingSettings:
     vector_hidden: int = 256
     # The image encoder's pooling (EncoderSettings.image_pooling): "grid" or "global".
     # Cross-validation chose "global" for the inspection baselines; every inspection DEQ
-    # recipe tried with it missed an explanation target, so that DEQ keeps "grid" (README).
+    # recipe tried with it missed an explanation target, so that DEQ keeps "grid" (docs/experiments.md).
     image_pooling: str = "grid"
     unroll_steps: int = 10
     seed: int = 0
@@ -73,7 +73,7 @@ class TrainingSettings:
     # optimiser step; validation, selection and the saved model use the average. 0 turns
     # it off. Averaging smooths out the last steps' noise, which early stopping on a
     # small validation split otherwise keeps; cross-validated on both datasets, it did
-    # not help the shipped recipes (README), so it stays an option.
+    # not help the shipped recipes (docs/experiments.md), so it stays an option.
     ema_decay: float = 0.0
     # Weight of an auxiliary loss that asks each modality's encoder features alone for the
     # class, through a training-only head per modality (a linear layer, as late fusion's
@@ -83,12 +83,12 @@ class TrainingSettings:
     # fusion, which supervises every encoder directly, does not have that problem.
     # Cross-validation chose it for the shipped baselines and, at 0.25 with modality
     # dropout 0.3, for the inspection DEQ; the Handwritten DEQ candidates it made missed
-    # an explanation target, so that DEQ does without (README).
+    # an explanation target, so that DEQ does without (docs/experiments.md).
     unimodal_weight: float = 0.0
     # Comma-separated names of the modalities whose encoders get that auxiliary loss;
     # empty: all of them. Made to test whether the deletion failures of the inspection
     # candidates came from supervising the note, which names the class on its own: with
-    # the note left out they moved to other modality pairs instead (README).
+    # the note left out they moved to other modality pairs instead (docs/experiments.md).
     unimodal_modalities: str = ""
 
 

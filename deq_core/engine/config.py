@@ -16,7 +16,7 @@ GRADIENTS = ("implicit", "phantom")
 
 @dataclass(frozen=True)
 class SolverSettings:
-    """Forward solver and gradient settings of a DEQ (the spec's reference values).
+    """Forward solver and gradient settings of a DEQ (the reference values of docs/model.md).
 
     ``lam`` is relative to the newest squared residual in Anderson's window (see
     ``solvers._anderson``); ``tol`` applies to the residual chosen by ``stop_mode``.

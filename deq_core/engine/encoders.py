@@ -137,7 +137,7 @@ class ImageEncoder(Encoder):
             # after one more pooling sees about 38 pixels, and pooling it by max (is the
             # shape anywhere?) and by mean (how much of it?) over the whole picture keeps
             # what it sees. That photo head then gives 0.84: less wrong, not right; every
-            # architecture has fewer cross-validated errors with it (README).
+            # architecture has fewer cross-validated errors with it (docs/experiments.md).
             layers += [
                 nn.MaxPool2d(2), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
                 GlobalMaxMeanPool(), nn.Dropout(settings.dropout), nn.Linear(2 * c, width),

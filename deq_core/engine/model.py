@@ -53,7 +53,7 @@ def _group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.
 
 
 class FusionUpdate(nn.Module):
-    """The DEQ fusion update f(z; x) of the spec, for N modalities of width d.
+    """The DEQ fusion update f(z; x) of docs/model.md, for N modalities of width d.
 
     State ``z: (batch, N + 1, d)``: rows 0..N-1 are the per-modality states z_i,
     row N is the fused state z_fuse. Per-modality layers are stored as stacked

@@ -36,7 +36,7 @@ BLOWUP_FACTOR = 1e6
 # Compact the working set once the evaluations wasted on stopped samples reach this many
 # per running sample (``_Tracker.should_compact``). It replaced "compact once an eighth of
 # the batch has stopped", which copied Anderson's history for batches whose cases were all
-# about to stop; `python benchmarks/solvers.py` measures the difference (README).
+# about to stop; `python benchmarks/solvers.py` measures the difference (docs/experiments.md).
 COMPACT_RATIO = 0.5
 _TINY = 1e-30
 
@@ -390,7 +390,7 @@ def _anderson(
     The regulariser is ``lam`` times the newest squared residual ||f(z_k) - z_k||^2,
     the smallest in the window once the iteration converges: scaled to the window's
     mean (dominated by its oldest, largest residual) it still swamps the Gram matrix
-    near convergence, the spec's known pitfall, and costs 1-2 extra f-evaluations.
+    near convergence, a pitfall of the reference settings (docs/model.md), and costs 1-2 extra f-evaluations.
     """
     if isinstance(tracker, _SingleTracker):
         return _anderson_single(g, z, tracker, memory, beta, lam)

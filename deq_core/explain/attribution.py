@@ -21,8 +21,8 @@ zeros (padding for text); see ``DEFAULT_BASELINE`` for why not the training mean
 
 Every number comes with the equilibrium solves behind it (input, baseline and
 the path): a delta only speaks about integration error when those solves
-converged (the spec's pitfall "the delta mixes integration error with the
-solver's residual").
+converged (a pitfall listed in docs/model.md: the delta mixes integration error
+with the solver's residual).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from deq_core.explain.explanation import Explanation, explain_case
 from deq_core.engine.model import FusionModel, build_model
 from deq_core.explain.shapley import ModalityShapley
 
-# The targets for the shipped DEQ models (explain time: the inspection model, 2-core CPU).
+# The targets for the shipped DEQ models, docs/targets.md (explain time: the inspection model, 2-core CPU).
 TARGETS = {
     "completeness_pass_rate": (">=", 0.95),
     "deletion_agreement": (">=", 0.90),

@@ -24,7 +24,7 @@ from deq_core.engine.model import EquilibriumModel, FusionModel
 from deq_core.engine.trajectory import Trajectory, trace
 
 # The reference the decisions are compared with: two orders of magnitude below the
-# default tolerance, with room to get there (the spec's traces reach 1e-5 in ~50 steps).
+# default tolerance, with room to get there (docs/model.md's reference traces pass 1e-4 after ~50 steps).
 REFERENCE_TOL = 1e-6
 REFERENCE_MAX_ITER = 200
 DEFAULT_TOLERANCES = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5)

@@ -11,7 +11,7 @@ from conftest import make_contractive, tiny_inputs, tiny_model, tiny_modalities
 
 
 def reference_update(update: FusionUpdate, z, x):
-    """The spec's equations written out one modality at a time with torch's own GroupNorm."""
+    """The equations of docs/model.md written out one modality at a time with torch's own GroupNorm."""
     n, g = update.n_modalities, update.groups
     z_fuse = z[:, n]
     x_fuse = sum(update.injection_weight[i] * x[:, i] for i in range(n)) + update.injection_bias
