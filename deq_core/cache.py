@@ -150,10 +150,25 @@ class DiskCache:
     def __init__(self, namespace: str, root: str | Path | None = None, max_bytes: int | None = None):
         if not namespace or Path(namespace).name != namespace or namespace.startswith("."):
             raise ValueError(f"a cache namespace is one plain folder name, got {namespace!r}")
+        self._setup(namespace, Path(root if root is not None else cache_root()).expanduser() / namespace, max_bytes)
+
+    @classmethod
+    def at(cls, folder: str | Path, max_bytes: int | None = None) -> DiskCache:
+        """A cache in exactly ``folder`` (a CLI's ``--cache-dir``), which then belongs to the cache:
+        its ``.json`` and ``.npz`` files are entries, evicted like any other."""
+        folder = Path(folder).expanduser()
+        store = cls.__new__(cls)
+        store._setup(folder.name or str(folder), folder, max_bytes)
+        return store
+
+    def _setup(self, namespace: str, folder: Path, max_bytes: int | None) -> None:
         self.namespace = namespace
-        self.folder = Path(root if root is not None else cache_root()).expanduser() / namespace
+        self.folder = folder
         self.max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
         self._lock = threading.Lock()  # one process's puts evict one at a time
+
+    def __repr__(self) -> str:
+        return f"DiskCache({str(self.folder)!r}, max_bytes={self.max_bytes})"
 
     def _path(self, entry: str, suffix: str) -> Path:
         if not entry or Path(entry).name != entry or entry.startswith("."):
