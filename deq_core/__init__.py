@@ -42,7 +42,7 @@ def __getattr__(name: str):
     # Imported on first use, so `python -m deq_core.robustness` does not find its own
     # module already imported by the package (runpy warns about that).
     if name in ("RobustnessReport", "robustness_sweep"):
-        from deq_core.explain.explanation import robustness
+        from deq_core.explain import robustness
 
         return getattr(robustness, name)
     raise AttributeError(f"module 'deq_core' has no attribute {name!r}")

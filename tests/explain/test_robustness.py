@@ -313,3 +313,10 @@ def test_cli_prints_json_and_reads_its_cache(tmp_path, capsys):
     assert second["cached"] == {"handwritten-late": True} and second["rows"] == first["rows"]
     assert robustness.main(["--model", str(tmp_path / "missing"), "--quiet"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_package_exports_the_sweep_on_first_use():
+    import deq_core
+
+    assert deq_core.robustness_sweep is robustness_sweep
+    assert deq_core.RobustnessReport is robustness.RobustnessReport
