@@ -5,19 +5,30 @@ that thread is lost, and a cached function interrupted halfway caches nothing.
 Running it here instead means a page can show progress, a user can keep clicking,
 and every session sees the same result once it lands. One worker thread: the app
 shares a small CPU with people, and two sweeps at once finish no sooner.
+
+Finished jobs are kept for a while, not forever: an app that runs for weeks sees many
+models and settings, and each finished job holds its result (predictions, sweep
+tables) in memory. The registry keeps the most recently used ``max_finished`` of
+them, each for at most ``max_age_s`` after it finished; a job still waiting or
+running is never dropped. A dropped key is simply computed again on its next submit
+(the heavy results are on disk, so that is mostly a read).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
-import queue
 from dataclasses import dataclass, field
 from typing import Any
 
 Report = Callable[[float, str], None]
+
+MAX_FINISHED = 64
+MAX_AGE_S = 6 * 3600.0
 
 
 @dataclass
@@ -34,6 +45,7 @@ class Job:
     error: BaseException | None = None
     error_text: str = ""
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _ended: float | None = field(default=None, repr=False)  # the registry's clock when it finished
 
     @property
     def done(self) -> bool:
@@ -62,11 +74,29 @@ class Job:
 
 
 class Jobs:
-    """Registry of jobs by key: a key is computed once per process, then served from memory."""
+    """Registry of jobs by key: a key is computed once, then served from memory while it is kept.
 
-    def __init__(self, workers: int = 1):
+    Args:
+        workers: worker threads.
+        max_finished: finished jobs kept, the most recently used (submitted or got) first.
+        max_age_s: a finished job is dropped this long after it finished.
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        max_finished: int = MAX_FINISHED,
+        max_age_s: float = MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if max_finished < 0 or max_age_s < 0:
+            raise ValueError("max_finished and max_age_s must not be negative")
+        self.max_finished = max_finished
+        self.max_age_s = max_age_s
+        self._clock = clock
         self._lock = threading.Lock()
-        self._jobs: dict[Hashable, Job] = {}
+        self._jobs: OrderedDict[Hashable, Job] = OrderedDict()  # least recently used first
         self._queue: queue.Queue = queue.Queue()
         # Daemon threads: stopping the app must not wait for a sweep to finish (a
         # ThreadPoolExecutor's workers are joined at exit).
@@ -85,7 +115,29 @@ class Jobs:
 
     def get(self, key: Hashable) -> Job | None:
         with self._lock:
-            return self._jobs.get(key)
+            self._prune()
+            job = self._jobs.get(key)
+            if job is not None:
+                self._jobs.move_to_end(key)
+            return job
+
+    def __len__(self) -> int:
+        """Jobs held: waiting, running, and the finished ones still kept."""
+        with self._lock:
+            self._prune()
+            return len(self._jobs)
+
+    def _prune(self) -> None:
+        """Drop finished jobs past their age, then the least recently used beyond ``max_finished``.
+
+        Called with ``self._lock`` held.
+        """
+        now = self._clock()
+        for key in [k for k, j in self._jobs.items() if j.done and now - (j._ended or now) > self.max_age_s]:
+            del self._jobs[key]
+        finished = [k for k, j in self._jobs.items() if j.done]
+        for key in finished[: max(len(finished) - self.max_finished, 0)]:
+            del self._jobs[key]
 
     def submit(self, key: Hashable, title: str, work: Callable[[Report], Any]) -> Job:
         """The job for ``key``, started with ``work(report)`` unless it exists already.
@@ -94,16 +146,18 @@ class Jobs:
         (a model folder written while it was read) does not stick.
         """
         with self._lock:
+            self._prune()
             job = self._jobs.get(key)
             if job is not None and not job.failed:
+                self._jobs.move_to_end(key)
                 return job
             job = Job(key=key, title=title)
             self._jobs[key] = job
+            self._jobs.move_to_end(key)
         self._queue.put((job, work))
         return job
 
-    @staticmethod
-    def _run(job: Job, work: Callable[[Report], Any]) -> None:
+    def _run(self, job: Job, work: Callable[[Report], Any]) -> None:
         def report(fraction: float, message: str) -> None:
             job.fraction = min(max(float(fraction), 0.0), 1.0)
             job.message = message
@@ -118,7 +172,10 @@ class Jobs:
             job.error_text = "".join(traceback.format_exception(error))
         finally:
             job.finished = time.perf_counter()
+            job._ended = self._clock()
             job._done.set()
+            with self._lock:
+                self._prune()
 
     def shutdown(self) -> None:
         """Let the workers finish their current job and stop (queued jobs are dropped)."""

@@ -301,3 +301,90 @@ def _status(status: str) -> str:
 
 def _percent(share: float) -> str:
     return "an unbounded share" if not math.isfinite(share) else f"{100 * share:.0f}%"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _class_index(target: str | None, class_names: Sequence[str]) -> int | None:
+    """``--target``: a class name or index; None: the prediction."""
+    if target is None:
+        return None
+    if target in class_names:
+        return list(class_names).index(target)
+    try:
+        index = int(target)
+    except ValueError:
+        raise ValueError(f"target {target!r} is neither a class ({', '.join(class_names)}) nor an index") from None
+    if not 0 <= index < len(class_names):
+        raise ValueError(f"target index {index} is out of range for {len(class_names)} classes")
+    return index
+
+
+def format_explanation(explanation: Explanation, case_id: str, label: str | None = None) -> str:
+    """The decision, how far to trust it and each modality's share of it, as a few lines of text."""
+    r = explanation.reliability
+    target = explanation.class_names[explanation.target]
+    lines = [
+        f"case {case_id}" + (f" (label: {label})" if label is not None else ""),
+        f"decision: {explanation.predicted_class} (p = {explanation.probabilities[explanation.prediction]:.3f})"
+        + ("" if explanation.target == explanation.prediction else f"; explained class: {target}"),
+    ]
+    solve = (
+        "feed-forward (no solve)" if r.status == "feed-forward"
+        else f"{r.status} after {r.iterations} iterations, relative residual {r.final_relative_residual:.1e}"
+    )  # fmt: skip
+    ig = "n/a" if not math.isfinite(r.ig_relative_delta) else f"{100 * r.ig_relative_delta:.1f}%"
+    lines.append(f"reliability: {'reliable' if r.reliable else 'NOT reliable'}; solve {solve}; "
+                 f"integrated gradients off by {ig}")  # fmt: skip
+    lines += [f"  warning: {w}" for w in r.warnings]
+    s = explanation.shapley
+    width = max(len("modality"), *(len(n) for n in s.modality_names))
+    lines += ["", f"{'modality':<{width}}  shapley (p({target}))"]
+    lines += [f"{n:<{width}}  {v:+.4f}" for n, v in zip(s.modality_names, s.values.tolist())]
+    lines.append(f"{'sum':<{width}}  {float(s.values.sum()):+.4f}  = p(all) {s.full_value:.4f} - p(none) {s.empty_value:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
+    """``deq-lens explain``: one case of a split explained, as a table or as ``Explanation.to_dict()`` JSON."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from deq_core.data import load_dataset
+    from deq_core.engine.checkpoint import ModelLoadError, load_model
+
+    parser = argparse.ArgumentParser(prog=prog, description="Explain one case: decision, reliability, modality Shapley values.")
+    parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--case", required=True, help="case id")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
+    parser.add_argument("--target", default=None, help="class name or index to explain (default: the prediction)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Integrated Gradients steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print Explanation.to_dict() as one JSON object")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    try:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        model = load_model(args.model, device=args.device)
+        data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
+        if args.case not in data.ids:
+            raise ValueError(f"{data.name}/{args.split} has no case {args.case!r} (e.g. {data.ids[0]!r})")
+        inputs, label = data.case(args.case)
+        row = data.ids.index(args.case)
+        explanation = explain_case(
+            model, [x.to(model.device) for x in inputs], texts={k: v[row] for k, v in data.texts.items()},
+            target=_class_index(args.target, model.config.class_names), n_steps=args.steps,
+        )  # fmt: skip
+    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(explanation.to_dict()))
+    else:
+        print(format_explanation(explanation, args.case, data.class_names[label]))
+    return 0

@@ -35,10 +35,12 @@ those of MultiBench (Liang et al., NeurIPS 2021, ``eval_scripts/robustness.py``)
                               above the least-squares line of corrupted vs clean accuracy
                               across the sweep's models; null with fewer than 3 models
 
-Results are cached per model (the CLI: in ``.cache/robustness/`` under the repository
-root; the library: in ``cache_dir`` when given), keyed by the model's checksum, the
-data, severities, corruptions, seed and this code's version; a repeated run reads
-them instead of recomputing. Only the corrupted modality is encoded again for each
+Results are cached per model (the CLI: in ``deq_core.cache.cache_root() / "robustness"``,
+i.e. ``$DEQ_LENS_CACHE/robustness`` or ``~/.cache/deq-lens/robustness``, or ``--cache-dir``;
+the library: in ``cache_dir`` when given), keyed by the model's checksum, the data's
+``deq_core.cache.data_fingerprint``, severities, corruptions, seed and this code's
+version; a repeated run reads them instead of recomputing (``is_cached`` says whether
+it would). Only the corrupted modality is encoded again for each
 setting, and a corrupted input seen before (``drop`` at every severity) is not run again.
 """
 
@@ -48,9 +50,7 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -63,6 +63,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deq_core import __version__
+from deq_core.cache import DiskCache, data_fingerprint, key as cache_key
 from deq_core.engine.checkpoint import CONFIG, ModelLoadError, load_config, load_model, model_checksum
 from deq_core.engine.config import ARCHITECTURES
 from deq_core.explain.corrupt import CorruptionSpec, InputReference, apply, available_corruptions
@@ -76,8 +77,32 @@ SUMMARY_KEYS = (
     "clean_accuracy", "worst_accuracy", "relative_robustness", "retained_accuracy", "effective_robustness",
     "effective_robustness_fit", "iterations_mean", "equilibrium_shift_mean",
 )  # fmt: skip
-DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "robustness"
+CACHE_NAMESPACE = "robustness"
 _TINY = 1e-12
+
+
+class _DefaultCache:
+    """The type of ``DEFAULT_CACHE_DIR``: "the default folder", told apart from None ("no cache")."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_CACHE_DIR"
+
+
+DEFAULT_CACHE_DIR = _DefaultCache()
+CacheChoice = str | Path | DiskCache | _DefaultCache | None
+
+
+def default_cache_dir() -> Path:
+    """Where the CLI keeps results: ``cache_root() / "robustness"``, read from the environment now."""
+    return DiskCache(CACHE_NAMESPACE).folder
+
+
+def __getattr__(name: str):
+    # ``DEFAULT_CACHE``, the folder before deq_core.cache: computed when asked for, so it
+    # follows $DEQ_LENS_CACHE, for callers not yet on ``default_cache_dir``.
+    if name == "DEFAULT_CACHE":
+        return default_cache_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _code_version() -> str:
@@ -331,40 +356,93 @@ def _state_checksum(model: FusionModel) -> str:
     return digest.hexdigest()
 
 
-def _data_fingerprint(data: MultimodalDataset) -> str:
-    digest = hashlib.sha256(f"{data.name}|{data.split}|{len(data)}".encode())
-    for x in (*data.inputs, data.labels):
-        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
-    digest.update("\n".join(data.ids).encode())
-    return digest.hexdigest()
+def _open_cache(cache_dir: CacheChoice) -> DiskCache | None:
+    """The DiskCache a ``cache_dir`` argument means: None, no cache; ``DEFAULT_CACHE_DIR``, the default folder."""
+    if cache_dir is None:
+        return None
+    if isinstance(cache_dir, DiskCache):
+        return cache_dir
+    if isinstance(cache_dir, _DefaultCache):
+        return DiskCache(CACHE_NAMESPACE)
+    return DiskCache.at(cache_dir)
 
 
-def _cache_key(checksum: str, data_fingerprint: str, severities, corruptions, seed: int) -> str:
-    payload = {
+def _entry_key(checksum: str, fingerprint: str, severities, corruptions, seed: int) -> str:
+    """The cache entry of one model's rows: everything the rows depend on, this code's version included."""
+    return cache_key({
         "model": checksum,
-        "data": data_fingerprint,
+        "data": fingerprint,
         "severities": list(severities),
         "corruptions": {k: list(v) for k, v in corruptions.items()},
         "seed": seed,
         "code": CODE_VERSION,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    })  # fmt: skip
 
 
-def _read_cache(path: Path) -> list[dict] | None:
+def _read_cache(store: DiskCache, entry: str) -> list[dict] | None:
+    hit = store.get_json(entry)
     try:
-        rows = json.loads(path.read_text())["rows"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent or unreadable: recompute
-    return rows if all(set(ROW_KEYS) <= set(r) for r in rows) else None
+        rows = hit["rows"]
+        return rows if all(set(ROW_KEYS) <= set(r) for r in rows) else None
+    except (KeyError, TypeError):
+        return None  # absent or not rows: recompute
 
 
-def _write_cache(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        json.dump({"rows": rows}, out)
-    os.replace(staging, path)  # atomic: a concurrent reader never sees half a file
+def _write_cache(store: DiskCache, entry: str, rows: list[dict]) -> None:
+    store.put_json(entry, {"rows": rows})  # atomic: a concurrent reader never sees half a file
+
+
+def _normalise_corruptions(
+    data: MultimodalDataset, corruptions: Mapping[str, Sequence[str]] | None
+) -> dict[str, tuple[str, ...]]:
+    """Modality name -> corruption kinds, checked against ``data``; None: every kind of every modality."""
+    if corruptions is None:
+        corruptions = {m.name: available_corruptions(m.kind) for m in data.modalities}
+    by_name = {m.name: m for m in data.modalities}
+    corruptions = {name: tuple(kinds) for name, kinds in corruptions.items()}
+    for name, kinds in corruptions.items():
+        if name not in by_name:
+            raise ValueError(f"no modality {name!r} in {data.name}; modalities are {list(by_name)}")
+        unknown = set(kinds) - set(available_corruptions(by_name[name].kind))
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} do not apply to {by_name[name].kind} modality {name!r}")
+    return corruptions
+
+
+def is_cached(
+    checksums: Mapping[str, str] | Sequence[str],
+    data: MultimodalDataset,
+    severities: Sequence[float] = DEFAULT_SEVERITIES,
+    corruptions: Mapping[str, Sequence[str]] | None = None,
+    seed: int = 0,
+    cache_dir: CacheChoice = DEFAULT_CACHE_DIR,
+) -> bool:
+    """Whether ``robustness_sweep`` of models with these checksums on ``data`` would read every model from the cache.
+
+    Lets a caller choose a long sweep only when it costs a moment (the app: the full
+    sweep when cached, else the quick one) without running anything.
+
+    Args:
+        checksums: the models' identities as passed to ``robustness_sweep(checksums=...)``
+            (``model_checksum(folder)``); a mapping's values or a sequence.
+        data, severities, corruptions, seed: as for ``robustness_sweep`` (0 is added to
+            the severities, None corruptions means every kind of every modality).
+        cache_dir: the cache folder (or a ``DiskCache``); default the CLI's folder; None: False.
+
+    Raises:
+        ValueError: severities outside [0, 1] or corruptions that do not apply to ``data``.
+    """
+    store = _open_cache(cache_dir)
+    values = list(checksums.values()) if isinstance(checksums, Mapping) else list(checksums)
+    if store is None or not values:
+        return False
+    severities = _severities(severities)
+    corruptions = _normalise_corruptions(data, corruptions)
+    fingerprint = data_fingerprint(data)
+    return all(
+        _read_cache(store, _entry_key(checksum, fingerprint, severities, corruptions, seed)) is not None
+        for checksum in values
+    )
 
 
 def _check_compatible(name: str, model: FusionModel, data: MultimodalDataset) -> None:
@@ -387,7 +465,7 @@ def robustness_sweep(
     severities: Sequence[float] = DEFAULT_SEVERITIES,
     corruptions: Mapping[str, Sequence[str]] | None = None,
     seed: int = 0,
-    cache_dir: str | Path | None = None,
+    cache_dir: CacheChoice = None,
     checksums: Mapping[str, str] | None = None,
     baseline: str | None = None,
     batch_size: int | None = None,
@@ -403,7 +481,8 @@ def robustness_sweep(
             for every modality (``available_corruptions``).
         seed: corruption seed; case keys are ``data.ids``, so a case's corruption is
             replayed by ``apply(case_inputs, modalities, spec, reference, case_keys=[id])``.
-        cache_dir: folder of per-model result files; None: no cache.
+        cache_dir: folder of per-model result files (or a ``deq_core.cache.DiskCache``);
+            ``DEFAULT_CACHE_DIR``: the CLI's folder; None: no cache.
         checksums: name -> model identity for the cache key (``model_checksum(folder)``);
             default a hash of the model's config and state.
         baseline: the model effective robustness compares with; default the late-fusion one.
@@ -412,16 +491,7 @@ def robustness_sweep(
     if not models:
         raise ValueError("robustness_sweep needs at least one model")
     severities = _severities(severities)
-    if corruptions is None:
-        corruptions = {m.name: available_corruptions(m.kind) for m in data.modalities}
-    by_name = {m.name: m for m in data.modalities}
-    corruptions = {name: tuple(kinds) for name, kinds in corruptions.items()}
-    for name, kinds in corruptions.items():
-        if name not in by_name:
-            raise ValueError(f"no modality {name!r} in {data.name}; modalities are {list(by_name)}")
-        unknown = set(kinds) - set(available_corruptions(by_name[name].kind))
-        if unknown:
-            raise ValueError(f"{sorted(unknown)} do not apply to {by_name[name].kind} modality {name!r}")
+    corruptions = _normalise_corruptions(data, corruptions)
     for name, model in models.items():
         _check_compatible(name, model, data)
     if baseline is None:
@@ -430,15 +500,15 @@ def robustness_sweep(
         raise ValueError(f"baseline {baseline!r} is not one of the models {list(models)}")
 
     checksums = {name: (checksums or {}).get(name) or _state_checksum(m) for name, m in models.items()}
-    fingerprint = _data_fingerprint(data) if cache_dir is not None else ""
+    store = _open_cache(cache_dir)
+    fingerprint = data_fingerprint(data) if store is not None else ""
     rows: dict[str, list[dict]] = {}
     cached: dict[str, bool] = {}
-    paths: dict[str, Path] = {}
+    entries: dict[str, str] = {}
     for name in models:
-        if cache_dir is not None:
-            key = _cache_key(checksums[name], fingerprint, severities, corruptions, seed)
-            paths[name] = Path(cache_dir) / f"{key}.json"
-            hit = _read_cache(paths[name])
+        if store is not None:
+            entries[name] = _entry_key(checksums[name], fingerprint, severities, corruptions, seed)
+            hit = _read_cache(store, entries[name])
             if hit is not None:
                 rows[name] = [{**r, "model": name} for r in hit]
         cached[name] = name in rows
@@ -454,8 +524,8 @@ def robustness_sweep(
         for name in pending:
             models[name].train(training[name])
     for name in pending:
-        if cache_dir is not None:
-            _write_cache(paths[name], rows[name])
+        if store is not None:
+            _write_cache(store, entries[name], rows[name])
 
     frame = pd.DataFrame([r for name in models for r in rows[name]], columns=list(ROW_KEYS))
     frame["iterations_mean"] = frame["iterations_mean"].astype(float)
@@ -584,7 +654,7 @@ def sweep_folder(
     severities: Sequence[float] = DEFAULT_SEVERITIES,
     baselines: bool = True,
     seed: int = 0,
-    cache_dir: str | Path | None = DEFAULT_CACHE,
+    cache_dir: CacheChoice = DEFAULT_CACHE_DIR,
     device: str = "auto",
     progress: bool = False,
 ) -> RobustnessReport:
@@ -627,7 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"severities {', '.join(map(str, QUICK_SEVERITIES))}")
     parser.add_argument("--no-baselines", action="store_true", help="only the given model")
     parser.add_argument("--seed", type=int, default=0, help="corruption seed")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="folder of cached results (default: $DEQ_LENS_CACHE/robustness, else "
+                        "~/.cache/deq-lens/robustness)")  # fmt: skip
     parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -641,7 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = sweep_folder(
             args.model, args.split, severities, baselines=not args.no_baselines, seed=args.seed,
-            cache_dir=None if args.no_cache else args.cache_dir, device=args.device, progress=not args.quiet,
+            cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR), device=args.device,
+            progress=not args.quiet,
         )  # fmt: skip
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

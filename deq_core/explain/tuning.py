@@ -418,3 +418,84 @@ def equal_compute(
         weight_tied_relative_residual=tied_residual,
         weight_tied_trained_steps=trained_steps,
     )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def format_sweep(sweep: ToleranceSweep, title: str) -> str:
+    """The sweep as a table: tolerance, accuracy, flips against the reference, iterations, latency."""
+    header = ("tolerance", "accuracy", "flips", "iterations", "p95", "converged", "latency ms")
+    table = [header]
+    for r in sweep.reports:
+        latency = "n/a" if np.isnan(r.latency_ms) else f"{r.latency_ms:.1f}"
+        table.append((f"{r.settings.tol:g}", f"{100 * r.accuracy:.2f}%", f"{r.flips}/{r.n}", f"{r.iterations_mean:.1f}",
+                      f"{r.iterations_p95:.0f}", f"{100 * r.converged_fraction:.0f}%", latency))  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [
+        title,
+        f"solver {sweep.base.method}, max_iter {sweep.base.max_iter}; flips against tol {sweep.reference.tol:g} "
+        f"with max_iter {sweep.reference.max_iter}",
+        "",
+        *("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table),
+        "",
+        "recommended tolerance (loosest with no flips): "
+        + ("none: even the tightest tried flips a decision" if sweep.recommended_tol is None else f"{sweep.recommended_tol:g}"),
+    ]
+    return "\n".join(lines)
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def main(argv: list[str] | None = None, prog: str = "deq-lens tune") -> int:
+    """``deq-lens tune``: ``tolerance_sweep`` of a model folder on a split, as a table or JSON."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from deq_core.data import load_dataset
+    from deq_core.engine.checkpoint import ModelLoadError, load_model
+
+    parser = argparse.ArgumentParser(prog=prog, description="How loose can the solver be before decisions change?")
+    parser.add_argument("--model", required=True, type=Path, help="model folder (a DEQ or weight-tied model)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
+    parser.add_argument("--cases", type=int, default=None, help="cases, spread evenly over the split (default: all)")
+    parser.add_argument("--tolerances", type=float, nargs="+", default=list(DEFAULT_TOLERANCES))
+    parser.add_argument("--latency-cases", type=int, default=10, help="cases timed one at a time per tolerance (0: none)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    try:
+        if args.cases is not None and args.cases < 1:
+            raise ValueError(f"--cases must be at least 1, got {args.cases}")
+        if not all(t > 0 for t in args.tolerances):
+            raise ValueError("tolerances must be positive")
+        model = load_model(args.model, device=args.device)
+        if not isinstance(model, EquilibriumModel):
+            raise ValueError(f"{args.model} is a {model.config.architecture!r} model: it has no solver to tune")
+        data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
+        if args.cases is not None and args.cases < len(data):
+            data = data.subset(np.unique(np.linspace(0, len(data) - 1, args.cases).astype(int)).tolist())
+        sweep = tolerance_sweep(model, data, model.config.solver, args.tolerances, latency_cases=args.latency_cases)
+    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({
+            "model": args.model.name,
+            "dataset": data.name,
+            "split": data.split,
+            "n": len(data),
+            "base": dataclasses.asdict(sweep.base),
+            "reference": dataclasses.asdict(sweep.reference),
+            "recommended_tol": sweep.recommended_tol,
+            "rows": [{k: _finite(v) for k, v in row.items()} for row in sweep.rows()],
+        }))  # fmt: skip
+    else:
+        print(format_sweep(sweep, f"{args.model.name} on {data.name}/{data.split}, {len(data)} cases"))
+    return 0

@@ -52,3 +52,55 @@ def test_an_unfinished_job_has_no_result_yet():
     release.set()
     assert job.wait(10) and job.result() is True
     jobs.shutdown()
+
+
+def _finish(jobs, key, calls):
+    job = jobs.submit(key, str(key), lambda report: calls.append(key) or key)
+    assert job.wait(10)
+    return job
+
+
+def test_only_the_most_recently_used_finished_jobs_are_kept():
+    jobs, calls = Jobs(max_finished=2), []
+    _finish(jobs, "a", calls)
+    _finish(jobs, "b", calls)
+    assert jobs.get("a") is not None  # a is now used more recently than b
+    _finish(jobs, "c", calls)
+    assert jobs.get("b") is None and jobs.get("a") is not None and jobs.get("c") is not None
+    assert len(jobs) == 2
+    _finish(jobs, "b", calls)  # a dropped key is computed again
+    assert calls == ["a", "b", "c", "b"]
+    assert jobs.get("a") is None  # c and b were used after a
+    jobs.shutdown()
+
+
+def test_a_waiting_or_running_job_is_never_dropped():
+    jobs, release, calls = Jobs(max_finished=0), threading.Event(), []
+    slow = jobs.submit("slow", "slow", lambda report: release.wait(10))
+    queued = jobs.submit("queued", "queued", lambda report: "later")  # behind slow on the one worker
+    assert jobs.get("slow") is slow and jobs.get("queued") is queued and len(jobs) == 2
+    release.set()
+    assert slow.wait(10) and queued.wait(10)
+    assert jobs.get("slow") is None and jobs.get("queued") is None and len(jobs) == 0
+    assert slow.result() is True and queued.result() == "later"  # a page holding a job still reads it
+    _finish(jobs, "x", calls)
+    assert calls == ["x"] and jobs.get("x") is None
+    jobs.shutdown()
+
+
+def test_a_finished_job_is_dropped_after_its_maximum_age():
+    now = [1000.0]
+    jobs, calls = Jobs(max_age_s=60, clock=lambda: now[0]), []
+    first = _finish(jobs, "k", calls)
+    now[0] += 59
+    assert jobs.submit("k", "k", lambda report: calls.append("again")) is first
+    now[0] += 2  # 61 s after it finished: used a moment ago, but too old
+    assert jobs.get("k") is None
+    again = _finish(jobs, "k", calls)
+    assert again is not first and calls == ["k", "k"]
+    jobs.shutdown()
+
+
+def test_bounds_must_not_be_negative():
+    with pytest.raises(ValueError):
+        Jobs(max_finished=-1, workers=0)

@@ -165,6 +165,54 @@ def test_the_cache_is_reused_and_invalidated_when_a_model_changes(models, data, 
     assert len(calls) == 2 * 4
 
 
+def test_is_cached_says_whether_a_sweep_would_read_every_model(models, data, tmp_path):
+    two = {"deq": models["deq"], "early": models["early"]}
+    checksums = {"deq": "checksum-deq", "early": "checksum-early"}
+    corruptions = {"photo": ("drop",), "stats": ("feature_dropout",)}
+    asked = dict(data=data, severities=(1.0,), corruptions=corruptions, seed=3, cache_dir=tmp_path)
+    assert not robustness.is_cached(checksums, **asked)
+    robustness_sweep({"deq": two["deq"]}, data, (1.0,), corruptions, seed=3, cache_dir=tmp_path,
+                     checksums=checksums)  # fmt: skip
+    assert robustness.is_cached(["checksum-deq"], **asked)
+    assert not robustness.is_cached(checksums, **asked)  # early is not in the cache yet
+    first = robustness_sweep(two, data, (1.0,), corruptions, seed=3, cache_dir=tmp_path, checksums=checksums)
+    assert first.cached == {"deq": True, "early": False}
+    assert robustness.is_cached(checksums, **asked)
+    assert robustness.is_cached(checksums, **{**asked, "severities": (0.0, 1.0)})  # 0 is always swept
+    assert not robustness.is_cached(checksums, **{**asked, "seed": 4})
+    assert not robustness.is_cached(checksums, **{**asked, "severities": (0.5, 1.0)})
+    assert not robustness.is_cached(checksums, **{**asked, "corruptions": {"photo": ("drop",)}})
+    assert not robustness.is_cached(checksums, **{**asked, "data": data.subset(range(len(data) - 1))})
+    assert not robustness.is_cached(checksums, **{**asked, "cache_dir": None})
+    assert not robustness.is_cached(checksums, **{**asked, "cache_dir": tmp_path / "elsewhere"})
+    assert not robustness.is_cached({}, **asked)
+    with pytest.raises(ValueError, match="do not apply"):
+        robustness.is_cached(checksums, **{**asked, "corruptions": {"stats": ("blur",)}})
+    for entry in tmp_path.glob("*.json"):
+        entry.write_text("{broken")  # an unreadable entry is a miss, and the sweep recomputes it
+    assert not robustness.is_cached(checksums, **asked)
+    again = robustness_sweep(two, data, (1.0,), corruptions, seed=3, cache_dir=tmp_path, checksums=checksums)
+    assert again.cached == {"deq": False, "early": False}
+    pd.testing.assert_frame_equal(again.rows, first.rows)
+
+
+def test_the_cli_caches_under_the_cache_root_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEQ_LENS_CACHE", str(tmp_path / "root"))
+    assert robustness.default_cache_dir() == tmp_path / "root" / "robustness"
+    assert robustness.DEFAULT_CACHE == tmp_path / "root" / "robustness"  # the old name follows it
+    train = load_dataset("handwritten", "train")
+    folder = _save_tiny(tmp_path / "handwritten-late", "late", "handwritten", train.modalities, train.class_names,
+                        train.inputs)  # fmt: skip
+    args = ["--model", str(folder), "--severities", "1", "--json", "--quiet", "--no-baselines"]
+    assert robustness.main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(list((tmp_path / "root" / "robustness").glob("*.json"))) == 1
+    data = load_dataset("handwritten", "test", modalities=train.modalities)
+    assert robustness.is_cached({"m": first["models"]["handwritten-late"]["checksum"]}, data, (1.0,))
+    assert robustness.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["cached"] == {"handwritten-late": True}
+
+
 def test_severity_zero_is_always_swept_and_bad_requests_are_refused(models, data):
     small = robustness_sweep({"late": models["late"]}, data, (1.0,), {"stats": ("feature_dropout",)})
     assert small.severities == (0.0, 1.0)
@@ -265,3 +313,10 @@ def test_cli_prints_json_and_reads_its_cache(tmp_path, capsys):
     assert second["cached"] == {"handwritten-late": True} and second["rows"] == first["rows"]
     assert robustness.main(["--model", str(tmp_path / "missing"), "--quiet"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_package_exports_the_sweep_on_first_use():
+    import deq_core
+
+    assert deq_core.robustness_sweep is robustness_sweep
+    assert deq_core.RobustnessReport is robustness.RobustnessReport
