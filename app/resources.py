@@ -11,7 +11,7 @@ Environment:
     DEQ_LENS_ROBUSTNESS  "quick" (severities 0, 0.5, 1) or "full" (0, 0.1, ..., 1); default: full
                          when the robustness CLI has cached it, else quick
     DEQ_LENS_ROBUSTNESS_CACHE  folder of the robustness sweep's result cache (default: the CLI's)
-    DEQ_LENS_CACHE       folder of the app's own result cache (default <repo>/.cache/lens)
+    DEQ_LENS_CACHE       the cache root (default ~/.cache/deq-lens; the app's own results go in app/)
     DEQ_LENS_THREADS     torch CPU threads (default: torch's own choice)
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ import torch
 
 import deq_core
 from deq_core import Case, Lens, ModelLoadError, SolverSettings, load_config, model_checksum, resolve_device
+from deq_core.cache import DiskCache, cache_root, data_fingerprint
+from deq_core.cache import key as cache_key
 from deq_core.data import MultimodalDataset
 
 # deq_core.evaluate and deq_core.explain.tuning (scikit-learn), robustness (pandas) and explain
@@ -227,17 +228,15 @@ def wait_for(job: Job, what: str) -> object | None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DEQ_LENS_CACHE") or REPO / ".cache" / "lens")
+    """The app's own results (reports it wrote, evaluations): under the cache root, never the source tree."""
+    return cache_root() / "app"
 
 
-def data_fingerprint(data: MultimodalDataset) -> str:
-    from deq_core.cache import data_fingerprint as fingerprint
-
-    return fingerprint(data)
+def _evaluation_cache() -> DiskCache:
+    return DiskCache("evaluations", root=cache_dir())
 
 
-def _save_evaluation(path: Path, evaluation, p) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _evaluation_arrays(evaluation, p) -> dict[str, np.ndarray]:
     arrays = {
         "evaluation": np.array(json.dumps(evaluation.to_dict())),
         "ids": np.array(p.ids, dtype=str),
@@ -247,30 +246,29 @@ def _save_evaluation(path: Path, evaluation, p) -> None:
     }
     if p.iterations is not None:
         arrays.update(iterations=p.iterations, relative_residual=p.relative_residual, status=np.array(p.status, dtype=str))
-    staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.npz")
-    np.savez(staging, **arrays)
-    os.replace(staging, path)  # atomic: another process never reads half a file
+    return arrays
 
 
-def _load_evaluation(path: Path):
+def _evaluation_from(arrays: dict[str, np.ndarray] | None):
+    if arrays is None:
+        return None
     from deq_core.evaluate import Evaluation, Predictions
 
     try:
-        with np.load(path, allow_pickle=False) as f:
-            evaluation = Evaluation(**json.loads(str(f["evaluation"])))
-            has_solve = "iterations" in f
-            predictions = Predictions(
-                ids=tuple(str(i) for i in f["ids"]),
-                labels=f["labels"],
-                predicted=f["predicted"],
-                probabilities=f["probabilities"],
-                iterations=f["iterations"] if has_solve else None,
-                relative_residual=f["relative_residual"] if has_solve else None,
-                status=tuple(str(s) for s in f["status"]) if has_solve else None,
-            )
-        return evaluation, predictions
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent, stale or unreadable: evaluate again
+        has_solve = "iterations" in arrays
+        evaluation = Evaluation(**json.loads(str(arrays["evaluation"])))
+        predictions = Predictions(
+            ids=tuple(str(i) for i in arrays["ids"]),
+            labels=arrays["labels"],
+            predicted=arrays["predicted"],
+            probabilities=arrays["probabilities"],
+            iterations=arrays["iterations"] if has_solve else None,
+            relative_residual=arrays["relative_residual"] if has_solve else None,
+            status=tuple(str(s) for s in arrays["status"]) if has_solve else None,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # written by another version: evaluate again
+    return evaluation, predictions
 
 
 def evaluation_job(entry: ModelEntry) -> Job:
@@ -282,13 +280,13 @@ def evaluation_job(entry: ModelEntry) -> Job:
     key = ("evaluate", entry.folder, entry.checksum, len(data))
 
     def work(report):
-        path = cache_dir() / "evaluations" / f"{entry.checksum[:24]}-{data_fingerprint(data)}.npz"
-        cached = _load_evaluation(path)
+        store, name = _evaluation_cache(), cache_key("evaluation", entry.checksum, data_fingerprint(data))
+        cached = _evaluation_from(store.get_arrays(name))
         if cached is not None:
             return cached
         report(0.05, f"evaluating {entry.name} on {len(data)} cases")
         evaluation, predictions = background_lens(entry).evaluate(data)
-        _save_evaluation(path, evaluation, predictions)
+        store.put_arrays(name, _evaluation_arrays(evaluation, predictions))
         return evaluation, predictions
 
     return jobs().submit(key, f"evaluation of {entry.name}", work)
@@ -301,28 +299,22 @@ def robustness_detail() -> str:
 
 
 def robustness_cache_dir() -> Path:
-    from deq_core.explain.robustness import DEFAULT_CACHE
+    """$DEQ_LENS_ROBUSTNESS_CACHE, else the robustness CLI's own cache folder (so the app reads what it cached)."""
+    from deq_core.explain import robustness
 
-    return Path(os.environ.get("DEQ_LENS_ROBUSTNESS_CACHE") or DEFAULT_CACHE)
+    return Path(os.environ.get("DEQ_LENS_ROBUSTNESS_CACHE") or robustness.default_cache_dir())
 
 
 def _full_sweep_cached(entries: dict[str, ModelEntry], data: MultimodalDataset) -> bool:
     """Whether the CLI's full sweep of these models on this data is in the cache (then it loads in a moment)."""
-    try:
-        from deq_core.explain import robustness as r
-        from deq_core.explain.corrupt import available_corruptions
+    from deq_core.explain import robustness
 
-        corruptions = {m.name: tuple(available_corruptions(m.kind)) for m in data.modalities}
-        fingerprint = r._data_fingerprint(data)
-        keys = [r._cache_key(e.checksum, fingerprint, r._severities(r.DEFAULT_SEVERITIES), corruptions, 0) for e in entries.values()]
-        return all((robustness_cache_dir() / f"{k}.json").is_file() for k in keys)
-    except Exception:  # a private helper renamed: fall back to the quick sweep
-        return False
+    return robustness.is_cached({name: e.checksum for name, e in entries.items()}, data, cache_dir=robustness_cache_dir())
 
 
 def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
     """The robustness sweep of the model and its baselines; returns (job, detail used)."""
-    from deq_core.explain.robustness import DEFAULT_SEVERITIES, QUICK_SEVERITIES
+    from deq_core.explain import robustness
 
     siblings = baselines_of(entry)
     named = {e.name: e for e in siblings.values()}
@@ -331,7 +323,7 @@ def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
         detail = robustness_detail()
     if detail == "auto":
         detail = "full" if _full_sweep_cached(named, data) else "quick"
-    severities = DEFAULT_SEVERITIES if detail == "full" else QUICK_SEVERITIES
+    severities = robustness.DEFAULT_SEVERITIES if detail == "full" else robustness.QUICK_SEVERITIES
     key = ("robustness", tuple((e.name, e.checksum) for e in named.values()), len(data), detail)
 
     def work(report):
@@ -346,7 +338,7 @@ def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
 
 
 def _corruption_kinds(data: MultimodalDataset) -> dict[str, tuple[str, ...]]:
-    from deq_core.explain.corrupt import available_corruptions
+    from deq_core import available_corruptions
 
     return {m.name: available_corruptions(m.kind) for m in data.modalities}
 
@@ -445,7 +437,7 @@ def require_equilibrium(entry: ModelEntry) -> None:
 
 def lab_specs(settings: Sequence[tuple[str, bool, str, float]]) -> tuple:
     """Corruption specs of the lab's switches: (modality, on, kind or "none", severity) each."""
-    from deq_core.explain.corrupt import CorruptionSpec
+    from deq_core import CorruptionSpec
 
     specs = []
     for modality, on, kind, severity in settings:
