@@ -14,8 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import resources
-from deq_core.audit.report import DecisionReport, ReportSettings, build_report, log_report
-from deq_core.audit.log import AuditLog, default_url
+from deq_core.audit import AuditLog, DecisionReport, ReportSettings, build_report, default_url, log_report
 
 
 @st.cache_resource(show_spinner=False)

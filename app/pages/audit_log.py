@@ -10,7 +10,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from app.report_panel import audit_log
-from deq_core.audit.report import HTML_NAME
+from deq_core.audit import HTML_NAME
 
 log = audit_log()
 st.title("Audit log")

@@ -10,7 +10,7 @@ from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import chart
 from deq_core.explain.attribution import BASELINES, DEFAULT_STEPS, top_features
-from deq_core.audit.report import ReportSettings
+from deq_core.audit import ReportSettings
 from deq_core.data.readers import READERS, InputError, text_to_tokens
 from deq_core.explain.ideal import ranking_sentence
 from deq_core.engine.text import token_strings

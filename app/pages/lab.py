@@ -9,7 +9,7 @@ import streamlit as st
 from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import chart, table_with_download
-from deq_core.audit.report import ReportSettings
+from deq_core.audit import ReportSettings
 from deq_core.explain.corrupt import CorruptionSet, available_corruptions, describe_corruption
 from deq_core.engine.text import token_strings
 
