@@ -9,11 +9,12 @@ appended to the ``AuditLog``. The modules by job: ``hashing``, ``record``,
 
 from deq_core.audit.hashing import record_sha256, tensor_sha256
 from deq_core.audit.log import AuditLog, default_url
+from deq_core.audit.record import ReportRecord
 from deq_core.audit.report import HTML_NAME, JSON_NAME, DecisionReport, ReportSettings, build_report, log_report
 from deq_core.audit.verify import ReportVerification, verify_report
 from deq_core.audit.cli import main
 
 __all__ = [
-    "AuditLog", "DecisionReport", "HTML_NAME", "JSON_NAME", "ReportSettings", "ReportVerification",
+    "AuditLog", "DecisionReport", "HTML_NAME", "JSON_NAME", "ReportRecord", "ReportSettings", "ReportVerification",
     "build_report", "default_url", "log_report", "main", "record_sha256", "tensor_sha256", "verify_report",
 ]

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from deq_core.audit.log import AuditLog
-from deq_core.audit.report import HTML_NAME, JSON_NAME, TOLERANCES, ReportSettings, build_report, log_report
+from deq_core.audit.record import ReportRecord
+from deq_core.audit.report import HTML_NAME, JSON_NAME, ReportSettings, build_report, log_report
 from deq_core.audit.verify import verify_report
 from deq_core.engine.checkpoint import ModelLoadError, load_model
 from deq_core.explain.attribution import DEFAULT_STEPS
@@ -54,12 +55,12 @@ def _report_cases(args) -> int:
         folder = out / _safe(case_id) if many else out
         json_path, _ = report.write(folder)
         log_report(report, log, json_path.resolve(), source="cli")
-        r = report.record
+        r = report.data
         rows.append({
-            "case_id": case_id, "label": r["prediction"]["label"], "prediction": r["prediction"]["class"],
-            "confidence": r["prediction"]["probabilities"][r["prediction"]["class"]],
-            "reliable": r["reliability"]["reliable"], "converged": r["reliability"]["converged"],
-            "iterations": r["reliability"]["iterations"], "report_sha256": report.sha256,
+            "case_id": case_id, "label": r.prediction.label, "prediction": r.prediction.class_name,
+            "confidence": r.prediction.confidence,
+            "reliable": r.reliability.reliable, "converged": r.reliability.converged,
+            "iterations": r.reliability.iterations, "report_sha256": report.sha256,
             "folder": str(folder),
         })  # fmt: skip
     if many:
@@ -82,8 +83,9 @@ def _verify(args) -> int:
     for path in args.reports:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
         result = verify_report(record, args.model)
-        if result.ok:
-            print(f"OK: {path} verified ({', '.join(result.checked)}; tolerances {record.get('tolerances', TOLERANCES)})")
+        if result.ok:  # then the record reads; its tolerances are printed as the file has them (sorted keys)
+            tolerances = dict(sorted(ReportRecord.from_dict(record).tolerances.to_dict().items()))
+            print(f"OK: {path} verified ({', '.join(result.checked)}; tolerances {tolerances})")
             continue
         failed += 1
         print(f"FAILED: {path}")

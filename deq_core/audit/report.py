@@ -25,25 +25,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deq_core.audit.hashing import embed_tensor, json_sha256, record_sha256, tensor_sha256
+from deq_core.audit.hashing import embed_tensor, json_sha256, tensor_sha256
 from deq_core.audit.html import plain_summary, render_html
 from deq_core.audit.log import AuditLog
+from deq_core.audit.record import (
+    FORMAT,
+    TOLERANCES,
+    TOP_K,
+    VERSION,
+    AttributionRecord,
+    CorruptionRecord,
+    EmbeddedInput,
+    EnvironmentRecord,
+    FeatureRecord,
+    ModelInfo,
+    PredictionRecord,
+    RecordedInputs,
+    RecordedSettings,
+    ReferenceRecord,
+    ReliabilityRecord,
+    ReportRecord,
+    Tolerances,
+    TrajectoryRecord,
+)
 from deq_core.engine.checkpoint import CONFIG, WEIGHTS, model_checksum, sha256_file
-from deq_core.engine.config import SolverSettings
+from deq_core.engine.config import ModelConfig, SolverSettings
 from deq_core.engine.model import FusionModel
 from deq_core.explain.attribution import DEFAULT_STEPS, top_features
 from deq_core.explain.corrupt import CorruptionSet, InputReference, apply
 from deq_core.explain.explanation import Explanation, explain_case
 from deq_core.explain.ideal import IdealReference, ideal_reference, ranking_sentence
 
-FORMAT = "deq-fusion-lens/decision-report"
-VERSION = 1
 JSON_NAME = "report.json"
 HTML_NAME = "report.html"
-# Re-running on the same kind of device reproduces the numbers bit for bit; these
-# tolerances absorb a different thread count or BLAS build, not a different model.
-TOLERANCES = {"probability": 1e-6, "shapley": 1e-5, "feature_score": 1e-5}
-TOP_K = 10
 
 
 def _finite(value: float | None) -> float | None:
@@ -72,46 +86,52 @@ class ReportSettings:
     seed: int = 0
     solver: SolverSettings | None = None
 
+    def recorded(self, model: FusionModel) -> RecordedSettings:
+        """These settings as a report records them: the solver that runs on ``model`` resolved."""
+        return RecordedSettings(self.n_steps, self.baseline, self.target, self.cross_check, self.top_k, self.seed,
+                                self.solver or model.config.solver, self.solver is None)  # fmt: skip
+
+    @classmethod
+    def from_recorded(cls, recorded: RecordedSettings) -> "ReportSettings":
+        """The settings to replay: a model's own solver stays the model's own."""
+        solver = None if recorded.solver_is_models_own else recorded.solver
+        return cls(recorded.n_steps, recorded.baseline, recorded.target, recorded.cross_check, recorded.top_k,
+                   recorded.seed, solver)  # fmt: skip
+
     def to_dict(self, model: FusionModel) -> dict:
-        solver = self.solver or model.config.solver
-        return {
-            "n_steps": self.n_steps,
-            "baseline": self.baseline,
-            "target": self.target,
-            "cross_check": self.cross_check,
-            "top_k": self.top_k,
-            "seed": self.seed,
-            "solver": dataclasses.asdict(solver),
-            "solver_is_models_own": self.solver is None,
-        }
+        return self.recorded(model).to_dict()
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "ReportSettings":
-        solver = None
-        if not data.get("solver_is_models_own", True):
-            solver = SolverSettings(**data["solver"])
-        return cls(data["n_steps"], data["baseline"], data["target"], data["cross_check"], data["top_k"], data["seed"], solver)
+        return cls.from_recorded(RecordedSettings.from_dict(data))
 
 
 @dataclass(frozen=True)
 class DecisionReport:
-    """One decision report: ``record`` (JSON-ready, carrying its own hash) and ``html``."""
+    """One decision report: ``data`` (the typed record, carrying its own hash), its ``html`` page and the explanation.
 
-    record: dict
+    ``record`` is ``data`` as JSON-ready dicts (a fresh copy each time: edit it freely).
+    """
+
+    data: ReportRecord
     html: str
     explanation: Explanation
 
     @property
+    def record(self) -> dict:
+        return self.data.to_dict()
+
+    @property
     def sha256(self) -> str:
-        return self.record["report_sha256"]
+        return self.data.report_sha256
 
     @property
     def case_id(self) -> str:
-        return self.record["case_id"]
+        return self.data.case_id
 
     @property
     def predicted_class(self) -> str:
-        return self.record["prediction"]["class"]
+        return self.data.prediction.class_name
 
     def json_text(self) -> str:
         return json.dumps(self.record, indent=1, sort_keys=True) + "\n"
@@ -126,21 +146,22 @@ class DecisionReport:
         return json_path, html_path
 
 
-def environment(model: FusionModel) -> dict:
+def environment(model: FusionModel) -> EnvironmentRecord:
+    """Where the decision runs: what a re-run on other hardware or libraries may differ by."""
     import captum
 
     from deq_core import __version__  # at call time: the package may import this module while it initialises
 
-    return {
-        "device": str(model.device),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "captum": captum.__version__,
-        "numpy": np.__version__,
-        "deq_core": __version__,
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    return EnvironmentRecord(
+        device=str(model.device),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        captum=captum.__version__,
+        numpy=np.__version__,
+        deq_core=__version__,
+        platform=platform.platform(),
+        torch_threads=torch.get_num_threads(),
+    )
 
 
 def run_explanation(model: FusionModel, inputs: Sequence[torch.Tensor], texts, settings: ReportSettings) -> Explanation:
@@ -202,111 +223,120 @@ def build_report(
     seen = model_inputs(model, original, case_id, corruption)
     if explanation is None:
         explanation = run_explanation(model, seen, texts, settings)
-    trajectory = explanation.trajectory
-    shapley, attribution = explanation.shapley, explanation.attribution
-    record = {
-        "format": FORMAT,
-        "version": VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "case_id": case_id,
-        "source": dict(source or {}),
-        "model": {
-            "name": folder.name,
-            "folder": str(folder.resolve()),
-            "architecture": config.architecture,
-            "checksum": model_checksum(folder),
-            "files": {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG)},
-        },
-        "inputs": {
-            "modalities": [{"name": m.name, "kind": m.kind, **embed_tensor(x[0])} for m, x in zip(config.modalities, original)],
-            "texts": dict(texts or {}),
-        },
-        "corruption": None if corruption is None or len(corruption) == 0 else {
-            "spec": corruption.to_dict(),
-            "sha256": json_sha256(corruption.to_dict()),
-            "description": [s.describe() for s in corruption],
-            "model_inputs_sha256": {m.name: tensor_sha256(x[0]) for m, x in zip(config.modalities, seen)},
-        },
-        "settings": settings.to_dict(model),
-        "environment": environment(model),
-        "prediction": {
-            "index": explanation.prediction,
-            "class": explanation.predicted_class,
-            "probabilities": dict(zip(config.class_names, explanation.probabilities)),
-            "label": None if label is None else config.class_names[label],
-        },
-        "trajectory": None if trajectory is None else {
-            "iterations": trajectory.iterations,
-            "status": trajectory.status,
-            "converged": trajectory.converged,
-            "best_iteration": trajectory.best_iteration,
-            "lock_in_iteration": explanation.lock_in_iteration,
-            "relative_residuals": trajectory.relative_residuals.tolist(),
-            "probabilities": trajectory.probabilities.tolist(),
-        },
-        "attribution": {
-            "target": explanation.target,
-            "target_class": config.class_names[explanation.target],
-            "shapley": dict(zip(shapley.modality_names, shapley.values.tolist())),
-            "shapley_interactions": shapley.interactions.tolist(),
-            "full_value": shapley.full_value,
-            "empty_value": shapley.empty_value,
-            "ig_output": attribution.output,
-            "ig_totals": dict(zip(attribution.modality_names, attribution.totals)),
-            "ig_method": attribution.method,
-            "ig_baselines": dict(zip(attribution.modality_names, attribution.baselines)),
-            "top_features": {
-                m.name: [s.to_dict() for s in top_features(attribution, i, k=settings.top_k)]
-                for i, m in enumerate(config.modalities)
-            },
-        },
-        "reliability": {
+    record = ReportRecord(
+        format=FORMAT,
+        version=VERSION,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        case_id=case_id,
+        source=dict(source or {}),
+        model=ModelInfo(folder.name, str(folder.resolve()), config.architecture, model_checksum(folder),
+                        {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG)}),  # fmt: skip
+        inputs=RecordedInputs(
+            tuple(EmbeddedInput(m.name, m.kind, **_embedded(x[0])) for m, x in zip(config.modalities, original)),
+            dict(texts or {}),
+        ),
+        corruption=_corruption_record(model, corruption, seen),
+        settings=settings.recorded(model),
+        environment=environment(model),
+        prediction=PredictionRecord(explanation.prediction, explanation.predicted_class,
+                                    dict(zip(config.class_names, explanation.probabilities)),
+                                    None if label is None else config.class_names[label]),  # fmt: skip
+        trajectory=_trajectory_record(explanation),
+        attribution=_attribution_record(explanation, config, settings.top_k),
+        reliability=ReliabilityRecord.from_dict({
             **explanation.reliability.to_dict(),
             "ig_delta": _finite(explanation.reliability.ig_delta),
             "final_relative_residual": _finite(explanation.reliability.final_relative_residual),
-        },
-        "tolerances": dict(TOLERANCES),
-    }
+        }),  # fmt: skip
+        tolerances=Tolerances(**TOLERANCES),
+    )
     reference = ideal_reference(case_id, seen, texts or {}, explanation.target, config.modality_names)
     if reference is not None:  # a generated inspection case, unaltered: the ground truth is known
-        model_values = dict(zip(shapley.modality_names, shapley.values.tolist()))
-        record["ideal_reference"] = reference_record(reference, model_values)
-    record["report_sha256"] = record_sha256(record)
-    return DecisionReport(record=record, html=render_html(record), explanation=explanation)
+        record = dataclasses.replace(record, ideal_reference=reference_record(reference, record.attribution.shapley))
+    record = record.sealed()
+    return DecisionReport(data=record, html=render_html(record), explanation=explanation)
 
 
-def reference_record(reference: IdealReference, model_values: Mapping[str, float]) -> dict:
-    """The ideal classifier's view of the case, and the sentence comparing it with the model's values."""
+def _embedded(tensor: torch.Tensor) -> dict:
+    data = embed_tensor(tensor)
+    return {**data, "shape": tuple(data["shape"])}
+
+
+def _corruption_record(model: FusionModel, corruption: CorruptionSet | None, seen: Sequence[torch.Tensor]) -> CorruptionRecord | None:
+    if corruption is None or len(corruption) == 0:
+        return None
+    return CorruptionRecord(
+        spec=corruption,
+        sha256=json_sha256(corruption.to_dict()),
+        description=tuple(s.describe() for s in corruption),
+        model_inputs_sha256={m.name: tensor_sha256(x[0]) for m, x in zip(model.config.modalities, seen)},
+    )
+
+
+def _trajectory_record(explanation: Explanation) -> TrajectoryRecord | None:
+    trajectory = explanation.trajectory
+    if trajectory is None:
+        return None
+    return TrajectoryRecord(
+        iterations=trajectory.iterations,
+        status=trajectory.status,
+        converged=trajectory.converged,
+        best_iteration=trajectory.best_iteration,
+        lock_in_iteration=explanation.lock_in_iteration,
+        relative_residuals=tuple(trajectory.relative_residuals.tolist()),
+        probabilities=tuple(tuple(row) for row in trajectory.probabilities.tolist()),
+    )
+
+
+def _attribution_record(explanation: Explanation, config: ModelConfig, top_k: int) -> AttributionRecord:
+    shapley, attribution = explanation.shapley, explanation.attribution
+    return AttributionRecord(
+        target=explanation.target,
+        target_class=config.class_names[explanation.target],
+        shapley=dict(zip(shapley.modality_names, shapley.values.tolist())),
+        shapley_interactions=tuple(tuple(row) for row in shapley.interactions.tolist()),
+        full_value=shapley.full_value,
+        empty_value=shapley.empty_value,
+        ig_output=attribution.output,
+        ig_totals=dict(zip(attribution.modality_names, attribution.totals)),
+        ig_method=attribution.method,
+        ig_baselines=dict(zip(attribution.modality_names, attribution.baselines)),
+        top_features={
+            m.name: tuple(FeatureRecord(s.name, tuple(s.index), s.score) for s in top_features(attribution, i, k=top_k))
+            for i, m in enumerate(config.modalities)
+        },
+    )
+
+
+def reference_record(reference: IdealReference, model_values: Mapping[str, float]) -> ReferenceRecord:
+    """The reference classifier's view of the case, and the sentence comparing it with the model's values."""
     shapley = reference.shapley
-    return {
-        "label": reference.label,
-        "shows": dict(reference.shows),
-        "probabilities": dict(zip(shapley.class_names, reference.probabilities.tolist())),
-        "target_class": shapley.class_names[shapley.target],
-        "shapley": dict(zip(shapley.modality_names, shapley.values.tolist())),
-        "sentence": ranking_sentence(model_values, reference),
-    }
-
-
+    return ReferenceRecord(
+        label=reference.label,
+        shows=dict(reference.shows),
+        probabilities=dict(zip(shapley.class_names, reference.probabilities.tolist())),
+        target_class=shapley.class_names[shapley.target],
+        shapley=dict(zip(shapley.modality_names, shapley.values.tolist())),
+        sentence=ranking_sentence(model_values, reference),
+    )
 
 
 def log_report(report: DecisionReport, log: AuditLog, report_path: str | Path = "", source: str = "cli"):
     """Append one report to the audit log; returns the ``AuditEntry``."""
-    record = report.record
-    reliability = record["reliability"]
+    record = report.data
     return log.append(
-        model_name=record["model"]["name"],
-        model_checksum=record["model"]["checksum"],
-        case_id=record["case_id"],
-        prediction=record["prediction"]["class"],
+        model_name=record.model.name,
+        model_checksum=record.model.checksum,
+        case_id=record.case_id,
+        prediction=record.prediction.class_name,
         report_sha256=report.sha256,
         report_path=str(report_path),
         summary={
-            "probability": record["prediction"]["probabilities"][record["prediction"]["class"]],
-            "label": record["prediction"]["label"],
-            "reliable": reliability["reliable"],
-            "converged": reliability["converged"],
-            "corruption": record["corruption"]["description"] if record.get("corruption") else None,
+            "probability": record.prediction.confidence,
+            "label": record.prediction.label,
+            "reliable": record.reliability.reliable,
+            "converged": record.reliability.converged,
+            "corruption": list(record.corruption.description) if record.corruption is not None else None,
             "plain": plain_summary(record),
         },
         source=source,
