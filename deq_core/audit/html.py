@@ -25,6 +25,9 @@ table{page-break-inside:avoid}a{color:inherit;text-decoration:none}}
 """
 
 
+FIGURE_HEIGHT = 300  # two figures side by side on a 1000 px page, or one per printed half page
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[int] = ()) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
@@ -63,16 +66,29 @@ def plain_summary(record: ReportRecord | Mapping) -> str:
 
 
 def _figures(record: ReportRecord) -> list:
-    from deq_core.audit import report_figures as figures
+    """The page's figures, drawn from the record alone by the app's own builders (``deq_core.figures``)."""
+    import pandas as pd
+
+    from deq_core import figures
 
     prediction, attribution = record.prediction, record.attribution
     classes = list(prediction.probabilities)
-    made = [figures.probabilities(classes, list(prediction.probabilities.values()), prediction.index),
-            figures.shapley(attribution.shapley, attribution.target_class)]  # fmt: skip
+    made = [
+        figures.probabilities(classes, list(prediction.probabilities.values()), truth=prediction.label,
+                              height=FIGURE_HEIGHT, title="What the model decided"),
+        figures.shapley(list(attribution.shapley), list(attribution.shapley.values()), attribution.shapley_interactions,
+                        height=FIGURE_HEIGHT, title=f"Each input's contribution to P({attribution.target_class})"),
+    ]  # fmt: skip
     trajectory = record.trajectory
     if trajectory is not None:
-        made.append(figures.residual_trace(list(trajectory.relative_residuals), record.settings.solver.tol))
-        made.append(figures.probability_path(classes, [list(row) for row in trajectory.probabilities], trajectory.lock_in_iteration))
+        steps = range(len(trajectory.relative_residuals))
+        residual = pd.DataFrame({"iteration": steps, "relative": trajectory.relative_residuals, "run": ""})
+        made.append(figures.residuals([residual], record.settings.solver.tol, "rel", height=FIGURE_HEIGHT,
+                                      title="How the equilibrium search settled"))  # fmt: skip
+        path = pd.DataFrame([{"iteration": i, "class": name, "probability": p}
+                             for i, row in enumerate(trajectory.probabilities) for name, p in zip(classes, row)])  # fmt: skip
+        made.append(figures.probability_path(path, trajectory.lock_in_iteration, height=FIGURE_HEIGHT,
+                                             title="The decision at every iteration"))  # fmt: skip
     return made
 
 
