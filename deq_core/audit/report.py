@@ -48,13 +48,13 @@ from deq_core.audit.record import (
     Tolerances,
     TrajectoryRecord,
 )
+from deq_core.data.references import Reference, dataset_reference
 from deq_core.engine.checkpoint import CONFIG, WEIGHTS, model_checksum, sha256_file
 from deq_core.engine.config import ModelConfig, SolverSettings
 from deq_core.engine.model import FusionModel
 from deq_core.explain.attribution import DEFAULT_STEPS, top_features
 from deq_core.explain.corrupt import CorruptionSet, InputReference, apply
 from deq_core.explain.explanation import Explanation, explain_case
-from deq_core.explain.ideal import IdealReference, ideal_reference, ranking_sentence
 
 JSON_NAME = "report.json"
 HTML_NAME = "report.html"
@@ -250,8 +250,8 @@ def build_report(
         }),  # fmt: skip
         tolerances=Tolerances(**TOLERANCES),
     )
-    reference = ideal_reference(case_id, seen, texts or {}, explanation.target, config.modality_names)
-    if reference is not None:  # a generated inspection case, unaltered: the ground truth is known
+    reference = dataset_reference(config.dataset, case_id, seen, texts or {}, explanation.target, config.modality_names)
+    if reference is not None:  # e.g. a generated inspection case, unaltered: the ground truth is known
         record = dataclasses.replace(record, ideal_reference=reference_record(reference, record.attribution.shapley))
     record = record.sealed()
     return DecisionReport(data=record, html=render_html(record), explanation=explanation)
@@ -308,7 +308,7 @@ def _attribution_record(explanation: Explanation, config: ModelConfig, top_k: in
     )
 
 
-def reference_record(reference: IdealReference, model_values: Mapping[str, float]) -> ReferenceRecord:
+def reference_record(reference: Reference, model_values: Mapping[str, float]) -> ReferenceRecord:
     """The reference classifier's view of the case, and the sentence comparing it with the model's values."""
     shapley = reference.shapley
     return ReferenceRecord(
@@ -317,7 +317,7 @@ def reference_record(reference: IdealReference, model_values: Mapping[str, float
         probabilities=dict(zip(shapley.class_names, reference.probabilities.tolist())),
         target_class=shapley.class_names[shapley.target],
         shapley=dict(zip(shapley.modality_names, shapley.values.tolist())),
-        sentence=ranking_sentence(model_values, reference),
+        sentence=reference.sentence(model_values),
     )
 
 

@@ -17,10 +17,10 @@ import torch
 from deq_core.audit.hashing import json_sha256, record_sha256, tensor_sha256
 from deq_core.audit.record import TOP_K, ReportRecord, Tolerances
 from deq_core.audit.report import ReportSettings, model_inputs, reference_record, run_explanation
+from deq_core.data.references import dataset_reference, reference_provider
 from deq_core.engine.checkpoint import ModelLoadError, load_model, sha256_file
 from deq_core.explain.attribution import top_features
 from deq_core.explain.explanation import Explanation
-from deq_core.explain.ideal import ideal_reference
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,16 @@ def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | Non
     problems += compare(record, explanation, settings.top_k)
     checked.append("re-run: prediction, probabilities, Shapley values, top features")
     if record.ideal_reference is not None:
-        problems += _compare_reference(record, seen, explanation.target)
+        problems += _compare_reference(record, model.config.dataset, seen, explanation.target)
         checked.append("ideal classifier reference")
     return ReportVerification(not problems, tuple(problems), tuple(checked))
 
 
-def _compare_reference(record: ReportRecord, seen: Sequence[torch.Tensor], target: int) -> list[str]:
-    """The recorded ideal-classifier reference against one recomputed from the recorded inputs."""
-    fresh = ideal_reference(record.case_id, seen, record.inputs.texts, target, record.inputs.names)
+def _compare_reference(record: ReportRecord, dataset: str, seen: Sequence[torch.Tensor], target: int) -> list[str]:
+    """The recorded reference (the ideal classifier's) against one recomputed by the model's dataset's provider."""
+    if reference_provider(dataset) is None:
+        return [f"ideal reference: the model's dataset {dataset!r} has no reference to recompute it with"]
+    fresh = dataset_reference(dataset, record.case_id, seen, record.inputs.texts, target, record.inputs.names)
     if fresh is None:
         return ["ideal reference: the recorded inputs are not the generated case they claim to be"]
     recorded = record.ideal_reference

@@ -1,6 +1,8 @@
 """Datasets: the shipped Handwritten benchmark, the inspection demo, and users' folders.
 
-``load_dataset(name_or_path, split)`` is the one entry point the CLIs and the app use.
+``load_dataset(name_or_path, split)`` is the one entry point the CLIs and the app use;
+``dataset_reference`` gives a dataset's own yardstick for a case, where it has one
+(``references``: the inspection data's ideal classifier).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from deq_core.engine.modality import Modality
 from .base import MultimodalDataset
+from .references import BUILT_IN_REFERENCES, Reference, ReferenceProvider, dataset_reference, reference_provider, register_reference
 
 SPLITS = ("train", "val", "test")
 
@@ -53,4 +56,7 @@ def load_dataset(name: str, split: str, modalities: tuple[Modality, ...] | None 
     )
 
 
-__all__ = ["BUILT_IN", "MultimodalDataset", "SPLITS", "load_dataset"]
+__all__ = [
+    "BUILT_IN", "BUILT_IN_REFERENCES", "MultimodalDataset", "Reference", "ReferenceProvider", "SPLITS",
+    "dataset_reference", "load_dataset", "reference_provider", "register_reference",
+]
