@@ -1,400 +1,46 @@
-"""Pure figure builders: (dataclass | DataFrame | array) -> plotly Figure. No Streamlit, no torch.
+"""The app's figures: ``deq_core.figures``, re-exported under the names the pages use.
 
-Every figure gets a fixed height and compact margins so a page reads at 1280 x 800.
+The builders live in ``deq_core`` so the HTML decision reports draw the same
+figures in the same palette; this module only keeps ``from app import plots``
+working for the pages and their tests.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Sequence
+from deq_core.figures import (
+    ARCHITECTURE_COLOURS,
+    ARCHITECTURE_NAMES,
+    DIVERGING,
+    OVERLAY_SCALE,
+    PALETTE,
+    REFERENCE_COLOUR,
+    VARIANT_COLOUR,
+    baseline_comparison,
+    compare_paths,
+    compare_probabilities,
+    dose_response,
+    equal_compute,
+    fused_path,
+    gate_share_bars,
+    latency_iterations,
+    modality_dynamics,
+    monthly_cost,
+    picture,
+    probabilities,
+    probability_path,
+    residuals,
+    sensor_traces,
+    shapley,
+    token_html,
+    tolerance_sweep,
+    top_features,
+    vector_bars,
+)
 
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-
-PALETTE = ("#1f6f8b", "#e0682a", "#6b7280", "#9b5de5", "#079464", "#d94a57", "#bb830e", "#3b82f6", "#0c5a44", "#9e303b")
-ARCHITECTURE_COLOURS = {"deq": "#1f6f8b", "weight_tied": "#9b5de5", "early": "#e0682a", "late": "#6b7280"}
-REFERENCE_COLOUR = "#6b7280"
-VARIANT_COLOUR = "#e0682a"
-# Diverging scale with a transparent middle, so an attribution overlay leaves neutral pixels visible.
-OVERLAY_SCALE = [[0.0, "rgba(33,102,172,0.85)"], [0.5, "rgba(255,255,255,0)"], [1.0, "rgba(178,24,43,0.85)"]]
-DIVERGING = "RdBu_r"
-
-
-def _layout(fig: go.Figure, height: int = 320, title: str | None = None, legend: bool = True) -> go.Figure:
-    # Subplot titles sit just above each panel; a legend above them needs its own row.
-    titled = bool(fig.layout.annotations) and any(a.yref == "paper" and a.y >= 1 for a in fig.layout.annotations)
-    top = (40 if title else 10) + (28 if titled else 0) + (24 if legend else 0)
-    fig.update_layout(
-        height=height,
-        margin=dict(l=10, r=10, t=top, b=10),
-        title=dict(text=title, x=0, font=dict(size=14)) if title else None,
-        showlegend=legend,
-        legend=dict(orientation="h", yanchor="bottom", y=1.1 if titled else 1.02, xanchor="left", x=0),
-        template="plotly_white",
-    )
-    return fig
-
-
-ARCHITECTURE_NAMES = {"deq": "DEQ", "weight_tied": "weight-tied", "early": "early fusion", "late": "late fusion"}
-
-
-def _colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
-
-
-# --------------------------------------------------------------------------- overview
-
-
-def baseline_comparison(table: pd.DataFrame) -> go.Figure:
-    """Grouped bars: accuracy, macro F1, false-alarm and miss rates for each model (``frames.evaluation_table``)."""
-    measures = [("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("false_alarm_rate", "false alarms"), ("miss_rate", "misses")]
-    # A dataset without a "normal" class has no false alarms or misses to show.
-    measures = [(c, label) for c, label in measures if c in table and table[c].notna().any()]
-    fig = go.Figure()
-    for row in table.itertuples(index=False):
-        values = [getattr(row, column) for column, _ in measures]
-        fig.add_bar(
-            name=row.model,
-            x=[label for _, label in measures],
-            y=[np.nan if v is None else v for v in values],
-            marker_color=ARCHITECTURE_COLOURS.get(row.architecture, _colour(0)),
-            text=[None if v is None or v != v else f"{v:.0%}" for v in values],
-            textposition="outside",
-            cliponaxis=False,
-        )
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
-    return _layout(fig, 320)
-
-
-def latency_iterations(table: pd.DataFrame) -> go.Figure:
-    """Latency per case and mean solver iterations per model, as horizontal bars (names stay readable)."""
-    fig = make_subplots(rows=2, cols=1, subplot_titles=("latency per case (ms)", "solver iterations per case (mean)"),
-                        vertical_spacing=0.22)  # fmt: skip
-    colours = [ARCHITECTURE_COLOURS.get(a, _colour(0)) for a in table["architecture"]]
-    names = [ARCHITECTURE_NAMES.get(a, m) for a, m in zip(table["architecture"], table["model"])]
-    fig.add_bar(y=names, x=table["latency_ms"], orientation="h", marker_color=colours, row=1, col=1, showlegend=False,
-                text=[f"{v:.1f}" for v in table["latency_ms"]], textposition="outside", cliponaxis=False)  # fmt: skip
-    iterations = table["iterations_mean"].astype(float)
-    fig.add_bar(y=names, x=iterations.fillna(0), orientation="h", marker_color=colours, row=2, col=1, showlegend=False,
-                text=["no solver" if v != v else f"{v:.1f}" for v in iterations], textposition="outside", cliponaxis=False)  # fmt: skip
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(rangemode="tozero")
-    for row, values in ((1, table["latency_ms"].astype(float)), (2, iterations.fillna(0))):
-        fig.update_xaxes(range=[0, float(values.max() or 1) * 1.35], row=row, col=1)
-    return _layout(fig, 330, legend=False)
-
-
-def monthly_cost(table: pd.DataFrame, currency: str = "€") -> go.Figure:
-    """Stacked expected monthly cost per model by kind of error (``frames.monthly_cost_table`` + cost columns)."""
-    fig = go.Figure()
-    only_wrong = not any(column in table and table[column].abs().sum() > 0 for column in ("false_alarm_cost", "miss_cost"))
-    parts = [("false_alarm_cost", "false alarms", "#bb830e"), ("miss_cost", "misses", "#d94a57"),
-             ("wrong_fault_cost", "wrong answers" if only_wrong else "wrong fault named", "#9b5de5")]  # fmt: skip
-    for column, label, colour in parts:
-        if column in table and table[column].abs().sum() > 0:
-            fig.add_bar(name=label, x=table["model"], y=table[column], marker_color=colour)
-    fig.add_scatter(
-        x=table["model"], y=table["monthly_cost"], mode="text", showlegend=False,
-        text=[f"{currency}{v:,.0f}" for v in table["monthly_cost"]], textposition="top center",
-    )  # fmt: skip
-    fig.update_layout(barmode="stack")
-    fig.update_yaxes(title=f"expected cost per month ({currency})", rangemode="tozero")
-    top = float(table["monthly_cost"].max()) if len(table) else 1.0
-    fig.update_yaxes(range=[0, top * 1.18 + 1e-9])
-    return _layout(fig, 300)
-
-
-# --------------------------------------------------------------------------- a case's inputs
-
-
-def picture(pixels: np.ndarray, title: str = "", overlay: np.ndarray | None = None, height: int = 300) -> go.Figure:
-    """A grayscale picture ``(h, w)``; with ``overlay`` ``(h, w)`` a diverging attribution map on top."""
-    pixels = np.asarray(pixels, dtype=float)
-    # A photo in [0, 1] keeps its true brightness; other pictures (digit pixels 0-6) are stretched.
-    unit = pixels.size and pixels.min() >= 0 and pixels.max() <= 1
-    fig = go.Figure(go.Heatmap(z=pixels, colorscale="gray", showscale=False, zmin=0 if unit else None, zmax=1 if unit else None,
-                               hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"))  # fmt: skip
-    if overlay is not None:
-        overlay = np.asarray(overlay, dtype=float)
-        bound = float(np.abs(overlay).max()) or 1.0
-        fig.add_trace(
-            go.Heatmap(
-                z=overlay, colorscale=OVERLAY_SCALE, zmin=-bound, zmax=bound, opacity=1.0,
-                colorbar=dict(title="attribution", thickness=10, len=0.8),
-                hovertemplate="row %{y}, col %{x}: attribution %{z:.2e}<extra></extra>",
-            )
-        )  # fmt: skip
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False, showgrid=False)
-    fig.update_xaxes(showticklabels=False, showgrid=False, constrain="domain")
-    return _layout(fig, height, title, legend=False)
-
-
-def sensor_traces(series: np.ndarray, channels: Sequence[str], attribution: np.ndarray | None = None, height: int = 320) -> go.Figure:
-    """One panel per channel of ``series`` ``(C, T)``; with ``attribution`` ``(C, T)`` the points are coloured by it."""
-    series = np.asarray(series, dtype=float)
-    n, steps = series.shape
-    names = list(channels) or [f"channel {i}" for i in range(n)]
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.05)
-    bound = (float(np.abs(attribution).max()) or 1.0) if attribution is not None else 1.0
-    for i in range(n):
-        fig.add_scatter(x=np.arange(steps), y=series[i], mode="lines", line=dict(color="#1c2b36", width=1),
-                        showlegend=False, row=i + 1, col=1, hovertemplate="t=%{x}: %{y:.3f}<extra></extra>")  # fmt: skip
-        if attribution is not None:
-            fig.add_scatter(
-                x=np.arange(steps), y=series[i], mode="markers", showlegend=False, row=i + 1, col=1,
-                marker=dict(size=5, color=np.asarray(attribution[i], dtype=float), colorscale=DIVERGING,
-                            cmin=-bound, cmax=bound, showscale=i == 0,
-                            colorbar=dict(title="attribution", thickness=10, len=0.8)),
-                hovertemplate="t=%{x}: attribution %{marker.color:.2e}<extra></extra>",
-            )  # fmt: skip
-        fig.update_yaxes(title_text=names[i].replace("_", " "), title_font_size=11, nticks=3, row=i + 1, col=1)
-    fig.update_xaxes(title_text="time step", row=n, col=1)
-    return _layout(fig, height, legend=False)
-
-
-def vector_bars(values: np.ndarray, feature_names: Sequence[str] = (), title: str = "", height: int = 220) -> go.Figure:
-    """A feature vector as bars (a handwritten view)."""
-    values = np.asarray(values, dtype=float).reshape(-1)
-    names = list(feature_names) or [f"f{i}" for i in range(len(values))]
-    fig = go.Figure(go.Bar(x=names, y=values, marker_color=PALETTE[0]))
-    fig.update_xaxes(showticklabels=len(values) <= 40)
-    return _layout(fig, height, title, legend=False)
-
-
-def probabilities(class_names: Sequence[str], values: np.ndarray, truth: str | None = None, height: int = 240) -> go.Figure:
-    """Horizontal bars of class probabilities; the decided class is dark, the true class outlined."""
-    values = np.asarray(values, dtype=float)
-    best = int(values.argmax())
-    colours = [PALETTE[0] if i == best else "#a9c6d3" for i in range(len(values))]
-    lines = [2 if name == truth else 0 for name in class_names]
-    fig = go.Figure(
-        go.Bar(
-            y=list(class_names), x=values, orientation="h", marker=dict(color=colours, line=dict(color="#1c2b36", width=lines)),
-            text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
-        )
-    )  # fmt: skip
-    fig.update_xaxes(range=[0, 1.15], tickformat=".0%")
-    fig.update_yaxes(autorange="reversed")
-    return _layout(fig, height, legend=False)
-
-
-def token_html(tokens: Sequence[str], scores: Sequence[float] | None = None) -> str:
-    """The note's words as HTML spans, red for evidence for the decision, blue against (escaped)."""
-    if scores is None:
-        return " ".join(html.escape(t) for t in tokens)
-    scores = np.asarray(scores, dtype=float)
-    bound = float(np.abs(scores).max()) or 1.0
-    spans = []
-    for token, score in zip(tokens, scores):
-        strength = min(abs(score) / bound, 1.0)
-        colour = f"rgba(178,24,43,{0.75 * strength:.2f})" if score > 0 else f"rgba(33,102,172,{0.75 * strength:.2f})"
-        spans.append(
-            f'<span title="{score:+.3e}" style="background:{colour};padding:2px 4px;margin:1px;'
-            f'border-radius:4px;display:inline-block">{html.escape(token)}</span>'
-        )
-    return '<div style="line-height:2.0;font-size:1.05rem">' + "".join(spans) + "</div>"
-
-
-# --------------------------------------------------------------------------- the equilibrium
-
-
-def residuals(frames: Sequence[pd.DataFrame], tolerance: float, stop_mode: str = "rel", height: int = 280) -> go.Figure:
-    """Residual per iteration on a log scale, one line per run (``frames.residual_frame``), tolerance dashed."""
-    column = "relative" if stop_mode == "rel" else "absolute"
-    fig = go.Figure()
-    for i, frame in enumerate(frames):
-        name = frame["run"].iloc[0] if len(frame) and frame["run"].iloc[0] else column
-        colour = [PALETTE[0], VARIANT_COLOUR, REFERENCE_COLOUR][i % 3]
-        fig.add_scatter(x=frame["iteration"], y=frame[column].clip(lower=1e-12), mode="lines+markers", name=name,
-                        line=dict(color=colour), marker=dict(size=4))  # fmt: skip
-    fig.add_hline(y=tolerance, line=dict(color="#d94a57", dash="dash"), annotation_text=f"tolerance {tolerance:g}",
-                  annotation_position="bottom left")  # fmt: skip
-    fig.update_yaxes(type="log", title=f"{'relative' if stop_mode == 'rel' else 'absolute'} residual", exponentformat="power")
-    fig.update_xaxes(title="iteration")
-    return _layout(fig, height)
-
-
-def probability_path(frame: pd.DataFrame, lock_in: int, height: int = 280) -> go.Figure:
-    """Class probabilities at every iteration (``frames.probability_frame``), lock-in marked."""
-    fig = go.Figure()
-    for i, (name, group) in enumerate(frame.groupby("class", sort=False)):
-        fig.add_scatter(x=group["iteration"], y=group["probability"], mode="lines", name=str(name), line=dict(color=_colour(i)))
-    fig.add_vline(x=lock_in, line=dict(color="#1c2b36", dash="dot"), annotation_text=f"locked in at {lock_in}",
-                  annotation_position="top right")  # fmt: skip
-    fig.update_yaxes(range=[0, 1], tickformat=".0%", title="probability")
-    fig.update_xaxes(title="iteration")
-    return _layout(fig, height)
-
-
-def modality_dynamics(change: pd.DataFrame, share: pd.DataFrame, height: int = 300) -> go.Figure:
-    """Per modality: how far its state moves per iteration (log), and its share of the fused state."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("state change per iteration", "gate share of the fused state"))
-    parts = list(dict.fromkeys(change["part"]))
-    for i, part in enumerate(parts):
-        rows = change[change["part"] == part]
-        colour = "#1c2b36" if part == "fused" else _colour(i)
-        fig.add_scatter(x=rows["iteration"], y=rows["change"].clip(lower=1e-12), mode="lines", name=part,
-                        line=dict(color=colour, dash="dot" if part == "fused" else "solid"), legendgroup=part, row=1, col=1)  # fmt: skip
-    for i, modality in enumerate(dict.fromkeys(share["modality"])):
-        rows = share[share["modality"] == modality]
-        fig.add_scatter(x=rows["iteration"], y=rows["share"], mode="lines", name=modality, stackgroup="share",
-                        line=dict(color=_colour(i)), legendgroup=modality, showlegend=False, row=1, col=2)  # fmt: skip
-    fig.update_yaxes(type="log", exponentformat="power", row=1, col=1)
-    fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
-    fig.update_xaxes(title="iteration")
-    fig.update_annotations(font_size=12)
-    return _layout(fig, height)
-
-
-def fused_path(path: pd.DataFrame, explained: Sequence[float], upto: int | None = None, height: int = 320) -> go.Figure:
-    """The fused state's path in its 2-D PCA plane (``frames.Path2D.frame``), replayed up to ``upto``."""
-    upto = len(path) - 1 if upto is None else int(np.clip(upto, 0, len(path) - 1))
-    fig = go.Figure()
-    fig.add_scatter(x=path["pc1"], y=path["pc2"], mode="lines", line=dict(color="#d0d7de", width=1), name="whole path",
-                    hoverinfo="skip")  # fmt: skip
-    shown = path.iloc[: upto + 1]
-    fig.add_scatter(
-        x=shown["pc1"], y=shown["pc2"], mode="lines+markers", name="path so far",
-        line=dict(color=PALETTE[0]), marker=dict(size=7, color=shown["iteration"], colorscale="Blues", cmin=0, cmax=max(len(path) - 1, 1)),
-        hovertemplate="iteration %{marker.color}<br>(%{x:.3f}, %{y:.3f})<extra></extra>",
-    )  # fmt: skip
-    fig.add_scatter(x=[path["pc1"].iloc[0]], y=[path["pc2"].iloc[0]], mode="markers", name="start (z = 0)",
-                    marker=dict(symbol="circle-open", size=12, color="#1c2b36"))  # fmt: skip
-    fig.add_scatter(x=[path["pc1"].iloc[-1]], y=[path["pc2"].iloc[-1]], mode="markers", name="equilibrium",
-                    marker=dict(symbol="star", size=14, color="#d94a57"))  # fmt: skip
-    fig.add_scatter(x=[shown["pc1"].iloc[-1]], y=[shown["pc2"].iloc[-1]], mode="markers", name=f"iteration {upto}",
-                    marker=dict(size=14, color=VARIANT_COLOUR, line=dict(color="#1c2b36", width=1)))  # fmt: skip
-    e1, e2 = (list(explained) + [0, 0])[:2]
-    fig.update_xaxes(title=f"direction 1 ({e1:.0%} of the movement)", zeroline=False)
-    fig.update_yaxes(title=f"direction 2 ({e2:.0%})", zeroline=False)
-    return _layout(fig, height)
-
-
-# --------------------------------------------------------------------------- attributions
-
-
-def shapley(modalities: Sequence[str], values: Sequence[float], interactions: np.ndarray | None = None, height: int = 300) -> go.Figure:
-    """Modality Shapley values as bars and, when given, pairwise interactions as a heatmap."""
-    values = np.asarray(values, dtype=float)
-    cols = 2 if interactions is not None else 1
-    fig = make_subplots(rows=1, cols=cols, column_widths=[0.55, 0.45][:cols], horizontal_spacing=0.18,
-                        subplot_titles=("contribution to the decision", "interactions between pairs")[:cols])  # fmt: skip
-    colours = ["#b2182b" if v > 0 else "#2166ac" for v in values]
-    fig.add_bar(x=values, y=list(modalities), orientation="h", marker_color=colours, showlegend=False,
-                text=[f"{v:+.3f}" for v in values], textposition="inside", insidetextanchor="middle", row=1, col=1)  # fmt: skip
-    fig.add_vline(x=0, line=dict(color="#1c2b36", width=1), row=1, col=1)
-    fig.update_yaxes(autorange="reversed", row=1, col=1)
-    if interactions is not None:
-        matrix = np.asarray(interactions, dtype=float)
-        bound = float(np.nanmax(np.abs(matrix))) or 1.0
-        fig.add_heatmap(z=matrix, x=list(modalities), y=list(modalities), colorscale=DIVERGING, zmin=-bound, zmax=bound,
-                        text=np.vectorize(lambda v: "" if v != v else f"{v:+.2f}")(matrix), texttemplate="%{text}",
-                        colorbar=dict(thickness=10, len=0.8), row=1, col=2)  # fmt: skip
-        fig.update_yaxes(autorange="reversed", row=1, col=2)
-    fig.update_annotations(font_size=12)
-    return _layout(fig, height, legend=False)
-
-
-def top_features(names: Sequence[str], scores: Sequence[float], title: str = "", height: int = 260) -> go.Figure:
-    """The largest attributions of a vector modality, strongest on top."""
-    scores = np.asarray(scores, dtype=float)
-    colours = ["#b2182b" if v > 0 else "#2166ac" for v in scores]
-    fig = go.Figure(go.Bar(x=scores, y=list(names), orientation="h", marker_color=colours))
-    fig.update_yaxes(autorange="reversed")
-    return _layout(fig, height, title, legend=False)
-
-
-def gate_share_bars(modalities: Sequence[str], share: Sequence[float], height: int = 200) -> go.Figure:
-    """Final gate share per modality (the model's own weighting)."""
-    fig = go.Figure(go.Bar(x=list(modalities), y=np.asarray(share, dtype=float), marker_color=[_colour(i) for i in range(len(share))],
-                           text=[f"{v:.0%}" for v in share], textposition="outside", cliponaxis=False))  # fmt: skip
-    fig.update_yaxes(range=[0, 1.15], tickformat=".0%")
-    return _layout(fig, height, legend=False)
-
-
-# --------------------------------------------------------------------------- modality lab
-
-
-def compare_probabilities(class_names: Sequence[str], reference: np.ndarray, variant: np.ndarray, height: int = 260) -> go.Figure:
-    """Reference and variant class probabilities side by side."""
-    fig = go.Figure()
-    fig.add_bar(name="reference", x=list(class_names), y=np.asarray(reference, dtype=float), marker_color=REFERENCE_COLOUR)
-    fig.add_bar(name="variant", x=list(class_names), y=np.asarray(variant, dtype=float), marker_color=VARIANT_COLOUR)
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 1], tickformat=".0%")
-    return _layout(fig, height)
-
-
-def compare_paths(reference: pd.DataFrame, variant: pd.DataFrame, height: int = 300) -> go.Figure:
-    """Both fused-state paths in one PCA plane (fitted on the two together)."""
-    fig = go.Figure()
-    for frame, name, colour in ((reference, "reference", REFERENCE_COLOUR), (variant, "variant", VARIANT_COLOUR)):
-        fig.add_scatter(x=frame["pc1"], y=frame["pc2"], mode="lines+markers", name=name, line=dict(color=colour), marker=dict(size=5))
-        fig.add_scatter(x=[frame["pc1"].iloc[-1]], y=[frame["pc2"].iloc[-1]], mode="markers", showlegend=False,
-                        marker=dict(symbol="star", size=14, color=colour, line=dict(color="#1c2b36", width=1)))  # fmt: skip
-    fig.update_xaxes(title="direction 1", zeroline=False)
-    fig.update_yaxes(title="direction 2", zeroline=False)
-    return _layout(fig, height)
-
-
-# --------------------------------------------------------------------------- tuning
-
-
-def tolerance_sweep(frame: pd.DataFrame, recommended: float | None, current: float | None = None, height: int = 340) -> go.Figure:
-    """Flips and iterations against tolerance (``frames.sweep_frame``); the recommendation marked."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("decisions that flip", "iterations per case"))
-    fig.add_scatter(x=frame["tolerance"], y=frame["flips"], mode="lines+markers", name="flips", line=dict(color="#d94a57"), row=1, col=1)
-    fig.add_scatter(x=frame["tolerance"], y=frame["iterations_mean"], mode="lines+markers", name="mean", line=dict(color=PALETTE[0]), row=1, col=2)
-    fig.add_scatter(x=frame["tolerance"], y=frame["iterations_p95"], mode="lines+markers", name="95th percentile",
-                    line=dict(color=PALETTE[0], dash="dash"), row=1, col=2)  # fmt: skip
-    for col in (1, 2):
-        if recommended is not None:
-            fig.add_vline(x=np.log10(recommended), line=dict(color="#079464", width=2), row=1, col=col)
-        if current is not None:
-            fig.add_vline(x=np.log10(current), line=dict(color="#1c2b36", dash="dot"), row=1, col=col)
-    fig.update_xaxes(type="log", title="tolerance", autorange="reversed", exponentformat="power")
-    fig.update_yaxes(rangemode="tozero")
-    fig.update_annotations(font_size=12)
-    return _layout(fig, height)
-
-
-def equal_compute(frame: pd.DataFrame, trained_steps: int, height: int = 320) -> go.Figure:
-    """Accuracy and residual of the DEQ and the weight-tied model at equal f evaluations (``frames.compute_frame``)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "relative residual (does it settle?)"))
-    for column, name, colour in (("deq", "DEQ", ARCHITECTURE_COLOURS["deq"]), ("weight_tied", "weight-tied", ARCHITECTURE_COLOURS["weight_tied"])):
-        fig.add_scatter(x=frame["f_evaluations"], y=frame[f"{column}_accuracy"], mode="lines+markers", name=name,
-                        line=dict(color=colour), legendgroup=name, row=1, col=1)  # fmt: skip
-        fig.add_scatter(x=frame["f_evaluations"], y=frame[f"{column}_relative_residual"].clip(lower=1e-12), mode="lines+markers",
-                        name=name, line=dict(color=colour), legendgroup=name, showlegend=False, row=1, col=2)  # fmt: skip
-    for col in (1, 2):
-        fig.add_vline(x=trained_steps, line=dict(color="#6b7280", dash="dot"), row=1, col=col)
-    fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
-    fig.update_xaxes(title="f evaluations per case")
-    fig.update_annotations(font_size=12)
-    return _layout(fig, height)
-
-
-# --------------------------------------------------------------------------- robustness
-
-
-def dose_response(frame: pd.DataFrame, architectures: dict[str, str] | None = None, value: str = "accuracy", height: int = 340) -> go.Figure:
-    """Accuracy against severity, one panel per modality, one line per model (``frames.dose_response``)."""
-    modalities = list(dict.fromkeys(frame["modality"]))
-    fig = make_subplots(rows=1, cols=max(len(modalities), 1), shared_yaxes=True, subplot_titles=modalities)
-    architectures = architectures or {}
-    for i, model in enumerate(dict.fromkeys(frame["model"])):
-        colour = ARCHITECTURE_COLOURS.get(architectures.get(model, ""), _colour(i))
-        for j, modality in enumerate(modalities):
-            rows = frame[(frame["model"] == model) & (frame["modality"] == modality)].sort_values("severity")
-            fig.add_scatter(x=rows["severity"], y=rows[value], mode="lines+markers", name=model, legendgroup=model,
-                            showlegend=j == 0, line=dict(color=colour, width=3 if architectures.get(model) == "deq" else 2),
-                            row=1, col=j + 1)  # fmt: skip
-    if value == "accuracy":
-        fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
-    fig.update_xaxes(title="severity", range=[-0.02, 1.02])
-    fig.update_annotations(font_size=12)
-    return _layout(fig, height)
+__all__ = [
+    "ARCHITECTURE_COLOURS", "ARCHITECTURE_NAMES", "DIVERGING", "OVERLAY_SCALE", "PALETTE", "REFERENCE_COLOUR",
+    "VARIANT_COLOUR", "baseline_comparison", "compare_paths", "compare_probabilities", "dose_response",
+    "equal_compute", "fused_path", "gate_share_bars", "latency_iterations", "modality_dynamics", "monthly_cost",
+    "picture", "probabilities", "probability_path", "residuals", "sensor_traces", "shapley", "token_html",
+    "tolerance_sweep", "top_features", "vector_bars",
+]

@@ -31,18 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from deq_core.engine.checkpoint import load_model  # noqa: E402
+from deq_core.engine import load_model  # noqa: E402
 from deq_core.data import load_dataset  # noqa: E402
-from deq_core.data.inspection import (  # noqa: E402
+from deq_core.data import (  # noqa: E402
     CLASS_NAMES,
     IDEAL_MODALITIES,
     InspectionCase,
     ideal_posteriors,
     inspection_cases,
 )
-from deq_core.explain.faithfulness import NEAR_TIE, TARGETS, deletion_agrees, deletion_near_tie, deletion_pair  # noqa: E402
-from deq_core.explain.ideal import ideal_shapley  # noqa: E402
-from deq_core.explain.shapley import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
+from deq_core.explain import NEAR_TIE, TARGETS, deletion_agrees, deletion_near_tie, deletion_pair  # noqa: E402
+from deq_core.explain import ideal_shapley  # noqa: E402
+from deq_core.explain import ModalityShapley, coalition_masks, modality_shapley  # noqa: E402
 
 BATCH = 64
 

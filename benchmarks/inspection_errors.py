@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from deq_core.engine.checkpoint import load_model  # noqa: E402
+from deq_core.engine import load_model  # noqa: E402
 from deq_core.data import MultimodalDataset, load_dataset  # noqa: E402
-from deq_core.data.inspection import CLASS_NAMES, CaseEvidence, inspection_cases  # noqa: E402
+from deq_core.data import CLASS_NAMES, CaseEvidence, inspection_cases  # noqa: E402
 from deq_core.evaluate import predict  # noqa: E402
-from deq_core.engine.model import FusionModel  # noqa: E402
+from deq_core.engine import FusionModel  # noqa: E402
 
 
 def error_evidence(model: FusionModel, data: MultimodalDataset, evidence: list[CaseEvidence]) -> Counter:

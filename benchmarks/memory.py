@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from deq_core import DEQFusion, SolverSettings, WeightTiedFusion  # noqa: E402
-from deq_core.engine.model import EquilibriumModel  # noqa: E402
+from deq_core.engine import EquilibriumModel  # noqa: E402
 from solvers import fusion_model  # noqa: E402  (benchmarks/solvers.py: the shared fusion model)
 
 UNROLL_STEPS = (10, 30, 60)

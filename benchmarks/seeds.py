@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from deq_core.data import load_dataset  # noqa: E402
-from deq_core.engine.encoders import IMAGE_POOLINGS  # noqa: E402
+from deq_core.engine import IMAGE_POOLINGS  # noqa: E402
 from deq_core.evaluate import evaluate  # noqa: E402
 from deq_core.train import TrainingSettings, train_model  # noqa: E402
 

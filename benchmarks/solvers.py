@@ -44,8 +44,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from deq_core import DEQFusion, Modality, ModelConfig, SolverSettings, exact_jacobian, solve, spectral_radius  # noqa: E402
-from deq_core.engine.checkpoint import ModelLoadError, load_config, load_model  # noqa: E402
-from deq_core.engine.model import EquilibriumModel  # noqa: E402
+from deq_core.engine import ModelLoadError, load_config, load_model  # noqa: E402
+from deq_core.engine import EquilibriumModel  # noqa: E402
 
 INSPECTION_MODEL = ROOT / "assets" / "models" / "inspection-deq"
 STATE_SIZE = 512
@@ -170,7 +170,7 @@ def fit_contractive_fusion(steps: int = 200, penalty_weight: float = 10.0, seed:
 def inspection_inputs(model: EquilibriumModel, batch: int) -> tuple[tuple[torch.Tensor, ...], str]:
     """Test cases of the inspection data set (cycled to ``batch``), else random inputs."""
     try:
-        from deq_core.data.inspection import generate_inspection
+        from deq_core.data import generate_inspection
 
         data = generate_inspection("test")
         index = torch.arange(batch) % len(data)

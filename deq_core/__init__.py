@@ -1,89 +1,69 @@
 """DEQ Fusion Lens: deep-equilibrium multimodal fusion models you can inspect.
 
-Public API; the modules behind it are internal.
+The public API. The names a user needs (``Case``, ``Lens``, configs, loading and
+saving models, ``solve``, ``trace``, explanations, corruptions, reports and their
+result types) are importable from here; the subpackages ``engine``, ``explain``,
+``audit`` and ``data`` are public namespaces for the rest; the modules behind them
+are internal. Every name is imported on first use, so ``import deq_core`` costs
+nothing: the app's first page, ``deq-lens --help`` and the pure figure builders do
+not wait for torch, Captum, scikit-learn or pandas until they use them.
+
+    from deq_core import Lens
+    lens = Lens.open("assets/models/inspection-deq")
+    explanation = lens.explain(lens.case("insp-test-0007"))
 """
 
-__version__ = "0.1.0"  # first: submodules import it (cache keys, reports)
+from __future__ import annotations
 
-from deq_core.explain.attribution import BASELINES, DEFAULT_STEPS, Attribution, integrated_gradients, top_features
-from deq_core.engine.checkpoint import ModelLoadError, load_config, load_model, model_checksum, resolve_device, save_model
-from deq_core.engine.config import ARCHITECTURES, ModelConfig, SolverSettings
-from deq_core.explain.corrupt import (
-    CorruptionSet,
-    CorruptionSpec,
-    apply as apply_corruptions,
-    available_corruptions,
-    corrupt,
-    describe_corruption,
-)
-from deq_core.engine.encoders import ENCODERS, EncoderSettings
-from deq_core.engine.implicit import (
-    BackwardSettings,
-    attach_implicit_gradient,
-    attach_phantom_gradient,
-    exact_jacobian,
-    jacobian_frobenius_estimate,
-    spectral_radius,
-)
-from deq_core.explain.explanation import Explanation, explain_case
-from deq_core.engine.modality import KINDS, Modality
-from deq_core.engine.text import token_strings
-from deq_core.engine.model import MODELS, DEQFusion, EarlyFusion, FusionModel, FusionOutput, LateFusion, WeightTiedFusion, build_model
-from deq_core.explain.shapley import ModalityShapley, modality_shapley
-from deq_core.engine.solvers import METHODS, SolveResult, solve
-from deq_core.engine.trajectory import Trajectory, trace
-from deq_core.case import Case, Inputs, MissingInputs, Provenance, UploadError, absent_input, batch_of_one
-from deq_core.lens import Decision, Lens
+import importlib
 
-_LAZY_NAMES = ("RobustnessReport", "robustness_sweep", "DEFAULT_TOLERANCES", "compare_predictions",
-               "DecisionReport", "ReportSettings", "build_report", "log_report", "verify_report", "HTML_NAME",
-               "JSON_NAME", "AuditLog", "default_audit_url", "ranking_sentence")  # fmt: skip
+__version__ = "0.1.0"  # submodules read it (cache keys, reports)
 
-__all__ = [
-    "DEFAULT_STEPS", "describe_corruption", "token_strings", *_LAZY_NAMES,
-    "Case", "Decision", "Inputs", "Lens", "MissingInputs", "Provenance", "UploadError", "absent_input", "batch_of_one",
-    "Attribution", "BASELINES", "CorruptionSet", "CorruptionSpec", "Explanation", "ModalityShapley",
-    "apply_corruptions", "available_corruptions", "corrupt", "explain_case",
-    "integrated_gradients", "modality_shapley", "top_features",
-    "ARCHITECTURES", "BackwardSettings", "DEQFusion", "ENCODERS", "EarlyFusion", "EncoderSettings",
-    "FusionModel", "FusionOutput", "KINDS", "LateFusion", "METHODS", "MODELS", "Modality", "ModelConfig",
-    "ModelLoadError", "SolveResult", "SolverSettings", "Trajectory", "WeightTiedFusion",
-    "attach_implicit_gradient", "attach_phantom_gradient", "build_model", "exact_jacobian",
-    "jacobian_frobenius_estimate", "load_config", "load_model", "model_checksum", "resolve_device",
-    "save_model", "solve", "spectral_radius", "trace",
-]
-
-
-# Imported on first use: these pull in scikit-learn, pandas or the report machinery,
-# which the app's first page must not wait for, and `python -m deq_core.robustness`
-# must not find its module already imported by the package (runpy warns about that).
-_LAZY = {
-    "RobustnessReport": "deq_core.explain.robustness",
-    "robustness_sweep": "deq_core.explain.robustness",
-    "DEFAULT_TOLERANCES": "deq_core.explain.tuning",
+_ENGINE, _EXPLAIN = "deq_core.engine", "deq_core.explain"
+# name -> module, or (module, attribute) where the public name differs
+_EXPORTS: dict[str, str | tuple[str, str]] = {
+    # one case and the lens on one model
+    "Case": "deq_core.case", "Inputs": "deq_core.case", "MissingInputs": "deq_core.case",
+    "Provenance": "deq_core.case", "UploadError": "deq_core.case", "absent_input": "deq_core.case",
+    "batch_of_one": "deq_core.case", "Decision": "deq_core.lens", "Lens": "deq_core.lens",
+    # the engine
+    "ARCHITECTURES": _ENGINE, "BackwardSettings": _ENGINE, "DEQFusion": _ENGINE, "ENCODERS": _ENGINE,
+    "EarlyFusion": _ENGINE, "EncoderSettings": _ENGINE, "EquilibriumModel": _ENGINE, "FusionModel": _ENGINE,
+    "FusionOutput": _ENGINE, "KINDS": _ENGINE, "LateFusion": _ENGINE, "METHODS": _ENGINE, "MODELS": _ENGINE,
+    "Modality": _ENGINE, "ModelConfig": _ENGINE, "ModelLoadError": _ENGINE, "SolveResult": _ENGINE,
+    "SolverSettings": _ENGINE, "Trajectory": _ENGINE, "WeightTiedFusion": _ENGINE,
+    "attach_implicit_gradient": _ENGINE, "attach_phantom_gradient": _ENGINE, "build_model": _ENGINE,
+    "exact_jacobian": _ENGINE, "jacobian_frobenius_estimate": _ENGINE, "load_config": _ENGINE,
+    "load_model": _ENGINE, "model_checksum": _ENGINE, "resolve_device": _ENGINE, "save_model": _ENGINE,
+    "solve": _ENGINE, "spectral_radius": _ENGINE, "token_strings": _ENGINE, "trace": _ENGINE,
+    # explanations, corruptions, robustness, tuning
+    "Attribution": _EXPLAIN, "BASELINES": _EXPLAIN, "CorruptionSet": _EXPLAIN, "CorruptionSpec": _EXPLAIN,
+    "DEFAULT_STEPS": _EXPLAIN, "DEFAULT_TOLERANCES": _EXPLAIN, "Explanation": _EXPLAIN,
+    "ModalityShapley": _EXPLAIN, "Reliability": _EXPLAIN, "RobustnessReport": _EXPLAIN,
+    "apply_corruptions": (_EXPLAIN, "apply"), "available_corruptions": _EXPLAIN, "corrupt": ("deq_core.explain.corrupt", "corrupt"),
+    "describe_corruption": _EXPLAIN, "explain_case": _EXPLAIN, "integrated_gradients": _EXPLAIN,
+    "modality_shapley": _EXPLAIN, "robustness_sweep": _EXPLAIN, "top_features": _EXPLAIN,
+    # evaluation
     "compare_predictions": "deq_core.evaluate",
-    "DecisionReport": "deq_core.audit.report",
-    "ReportSettings": "deq_core.audit.report",
-    "build_report": "deq_core.audit.report",
-    "log_report": "deq_core.audit.report",
-    "verify_report": "deq_core.audit.report",
-    "HTML_NAME": "deq_core.audit.report",
-    "JSON_NAME": "deq_core.audit.report",
-    "AuditLog": "deq_core.audit.log",
-    "default_audit_url": ("deq_core.audit.log", "default_url"),
-    "ranking_sentence": "deq_core.explain.ideal",
-}
+    # decision reports and the audit log
+    "AuditLog": "deq_core.audit", "DecisionReport": "deq_core.audit", "HTML_NAME": "deq_core.audit",
+    "JSON_NAME": "deq_core.audit", "ReportRecord": "deq_core.audit", "ReportSettings": "deq_core.audit",
+    "ReportVerification": "deq_core.audit", "build_report": "deq_core.audit", "log_report": "deq_core.audit",
+    "verify_report": "deq_core.audit", "default_audit_url": ("deq_core.audit", "default_url"),
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        target = _LAZY[name]
+    if name in _EXPORTS:
+        target = _EXPORTS[name]
         module, attribute = target if isinstance(target, tuple) else (target, name)
-        return getattr(importlib.import_module(module), attribute)
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'deq_core' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_EXPORTS])

@@ -44,7 +44,7 @@ from deq_core.engine.model import EquilibriumModel, FusionModel
 from deq_core.engine.trajectory import Trajectory, trace
 
 if TYPE_CHECKING:  # pragma: no cover
-    from deq_core.audit.report import DecisionReport, ReportSettings, ReportVerification
+    from deq_core.audit import DecisionReport, ReportSettings, ReportVerification
     from deq_core.data import MultimodalDataset
     from deq_core.explain.corrupt import CorruptionSet, CorruptionSpec
     from deq_core.explain.explanation import Explanation
@@ -217,9 +217,9 @@ class Lens:
 
     def ideal_reference(self, case: Case, target: int):
         """The dataset's own reference for this case (the inspection ideal classifier), or None."""
-        from deq_core.explain.ideal import ideal_reference
+        from deq_core.data.references import dataset_reference
 
-        return ideal_reference(case.key, case.inputs, case.texts, target, self.config.modality_names)
+        return dataset_reference(self.config.dataset, case.key, case.inputs, case.texts, target, self.config.modality_names)
 
     # ----------------------------------------------------------------------- a whole split
 
@@ -304,7 +304,7 @@ class Lens:
 
         ``source`` is recorded as is; default: the case's provenance (dataset and split, or an upload).
         """
-        from deq_core.audit.report import build_report
+        from deq_core.audit import build_report
 
         if self.folder is None:
             raise ValueError("a decision report hashes the model's files: open the Lens from a model folder")
@@ -323,7 +323,7 @@ class Lens:
         """Re-run a report's decision from its record alone and compare (``deq_core.audit`` verify)."""
         import json
 
-        from deq_core.audit.report import verify_report
+        from deq_core.audit import verify_report
 
         record = report if isinstance(report, Mapping) else json.loads(Path(report).read_text())
         return verify_report(record, model_folder)

@@ -9,7 +9,7 @@ import torch
 from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import chart
-from deq_core import BASELINES, DEFAULT_STEPS, Case, MissingInputs, ReportSettings, UploadError, ranking_sentence, token_strings, top_features
+from deq_core import BASELINES, DEFAULT_STEPS, Case, MissingInputs, ReportSettings, UploadError, token_strings, top_features
 
 LOW_CONFIDENCE = 0.6  # below this the decision is called unsure
 SLOW_QUANTILE = 0.9  # "slow" = among the 10% of cases that needed most iterations
@@ -216,7 +216,7 @@ if reference is not None:
                 "read the evidence perfectly would give. A different ranking is worth a look, not proof of an error: "
                 "where two inputs both settle the case, their order is a near tie.")  # fmt: skip
     comparison = frames.ideal_comparison(shapley, reference)
-    st.caption(ranking_sentence(dict(zip(shapley.modality_names, shapley.values.tolist())), reference))
+    st.caption(reference.sentence(dict(zip(shapley.modality_names, shapley.values.tolist()))))
     st.dataframe(comparison, hide_index=True, key="insp_ideal", column_config={
         "model": st.column_config.NumberColumn("model's Shapley value", format="%+.3f"),
         "ideal": st.column_config.NumberColumn("ideal's Shapley value", format="%+.3f"),

@@ -1,5 +1,5 @@
 """`python -m deq_core.audit` (also `deq-lens audit`): report, verify, verify-log."""
 
-from deq_core.audit.report import main
+from deq_core.audit.cli import main
 
 raise SystemExit(main())

@@ -13,7 +13,6 @@ which is why reports also cite their own hashes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -36,7 +35,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deq_core.audit.hashing import canonical_json
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # deq_core/audit/log.py -> the checkout
 DEFAULT_DATABASE = REPO_ROOT / ".cache" / "audit.sqlite"
 GENESIS = "0" * 64
 
@@ -105,11 +106,6 @@ class LogVerification:
     ok: bool
     entries: int
     problems: tuple[str, ...]
-
-
-def canonical_json(value) -> str:
-    """The one serialisation that is hashed: sorted keys, no spaces, UTF-8 safe."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def entry_hash(fields: dict) -> str:

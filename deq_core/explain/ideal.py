@@ -36,6 +36,9 @@ _CASE_ID = re.compile(r"insp-(?P<split>[a-z]+)-(?P<index>\d{4,})")
 class IdealReference:
     """What the ideal classifier makes of one generated case.
 
+    The inspection dataset's reference (``deq_core.data.references``): reports and
+    their verification reach it by the model's dataset name, not by importing this module.
+
     Attributes:
         case_id: ``"insp-test-0007"``.
         label: the true class.
@@ -49,6 +52,10 @@ class IdealReference:
     shows: dict[str, str]
     probabilities: np.ndarray
     shapley: ModalityShapley
+
+    def sentence(self, model_values: Mapping[str, float]) -> str:
+        """``ranking_sentence``: what a report says of this reference (``deq_core.data.references.Reference``)."""
+        return ranking_sentence(model_values, self)
 
 
 def generated_case(case_id: str) -> InspectionCase | None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from deq_core.data.folder import export_folder  # noqa: E402
-from deq_core.data.inspection import generate_inspection  # noqa: E402
+from deq_core.data import export_folder  # noqa: E402
+from deq_core.data import generate_inspection  # noqa: E402
 
 
 def build(target: Path, seed: int = 0) -> Path:

@@ -33,10 +33,10 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from deq_core.engine.config import ModelConfig  # noqa: E402
-from deq_core.data.inspection import CLASS_NAMES, generate_inspection, inspection_cases  # noqa: E402
-from deq_core.engine.encoders import EncoderSettings  # noqa: E402
-from deq_core.engine.model import build_model  # noqa: E402
+from deq_core.engine import ModelConfig  # noqa: E402
+from deq_core.data import CLASS_NAMES, generate_inspection, inspection_cases  # noqa: E402
+from deq_core.engine import EncoderSettings  # noqa: E402
+from deq_core.engine import build_model  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -7,8 +7,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from deq_core.audit.report import verify_report
-from deq_core.audit.log import AuditLog
+from deq_core.audit import AuditLog, verify_report
 from lens_setup import APP, app_environment, apply_environment, restore_environment, tiny_models
 
 TIMEOUT = 300

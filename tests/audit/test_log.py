@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from deq_core.audit.log import AuditLog
+from deq_core.audit import AuditLog
 
 # .ci/run starts a throwaway PostgreSQL server and names it here; elsewhere those cases skip.
 POSTGRES = os.environ.get("DEQ_LENS_TEST_POSTGRES")

@@ -16,19 +16,9 @@ import torch
 
 from conftest import tiny_inputs, tiny_model
 from deq_core import save_model
-from deq_core.audit.report import (
-    ReportSettings,
-    build_report,
-    embed_tensor,
-    log_report,
-    main,
-    record_sha256,
-    render_html,
-    tensor_sha256,
-    unembed_tensor,
-    verify_report,
-)
-from deq_core.audit.log import AuditLog
+from deq_core.audit import AuditLog, ReportSettings, build_report, log_report, main, record_sha256, tensor_sha256, verify_report
+from deq_core.audit.hashing import embed_tensor, unembed_tensor
+from deq_core.audit.html import render_html
 from deq_core.engine.checkpoint import WEIGHTS
 from deq_core.explain.corrupt import CorruptionSet, corrupt
 

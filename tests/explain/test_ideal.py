@@ -100,3 +100,17 @@ def test_the_sentence_names_who_ranks_which_input_first(test_split):
         "the ideal ranks several inputs first for P(misalignment); the model ranks the note first.")  # fmt: skip
     with pytest.raises(ValueError, match="not the ideal's"):
         ranking_sentence({"photo": 0.1, "note": 0.5}, good)
+
+
+def test_the_inspection_reference_is_registered_by_dataset_name_and_speaks_the_same_sentence(test_split):
+    from deq_core.data import dataset_reference, reference_provider
+
+    assert reference_provider("inspection") is ideal_reference
+    inputs, texts = case_inputs(test_split, 0)
+    names = ("photo", "sensors", "note")
+    via_hook = dataset_reference("inspection", test_split.ids[0], inputs, texts, 0, names)
+    direct = ideal_reference(test_split.ids[0], inputs, texts, 0, names)
+    assert via_hook.shows == direct.shows and torch.equal(via_hook.shapley.values, direct.shapley.values)
+    note_first = {"photo": 0.1, "sensors": 0.2, "note": 0.5}
+    assert via_hook.sentence(note_first) == ranking_sentence(note_first, direct)
+    assert dataset_reference("handwritten", test_split.ids[0], inputs, texts, 0, names) is None  # other data: none
