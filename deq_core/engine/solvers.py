@@ -17,8 +17,9 @@ inference mode; a batch of one sample takes ``_SingleTracker`` and, for Anderson
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -352,7 +353,8 @@ def _compacted(g: _Flat, tracker: _Tracker, *tensors: torch.Tensor | None):
     return (g.rows(keep), *(None if t is None else t[keep] for t in tensors))
 
 
-def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, damping: float = 1.0, **_) -> int:
+def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, *, damping: float = 1.0) -> int:
+    """Plain (``damping`` = 1) or damped iteration z <- (1 - damping) z + damping f(z)."""
     evaluations = 0
     while not tracker.finished():
         g, z = _compacted(g, tracker, z)
@@ -380,10 +382,10 @@ def _anderson(
     g: Function,
     z: torch.Tensor,
     tracker: _Tracker,
+    *,
     memory: int = 6,
     beta: float = 1.0,
     lam: float = 1e-4,
-    **_,
 ) -> int:
     """Anderson acceleration, solved per sample as a bordered least-squares system.
 
@@ -532,7 +534,7 @@ def _anderson_single(
     return evaluations
 
 
-def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker, **_) -> int:
+def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker) -> int:
     """Good Broyden on r(z) = f(z) - z with a low-rank inverse Jacobian -I + U V^T."""
     batch, n = z.shape
     rank = tracker.max_iter
@@ -576,6 +578,27 @@ def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker, **_) -> int:
 _SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson, "broyden": _broyden}
 
 
+def _keyword_options(solver: Callable[..., int]) -> tuple[str, ...]:
+    """A solver's options: its keyword-only parameters, so the list cannot drift from the code."""
+    parameters = inspect.signature(solver).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+# Options each method accepts (``solve(..., **options)``). An option outside its method's
+# list is an error, not ignored: a misspelt ``memroy=3`` used to run with the default memory.
+SOLVER_OPTIONS: dict[str, tuple[str, ...]] = {method: _keyword_options(f) for method, f in _SOLVERS.items()}
+
+
+def check_options(method: str, options: Mapping[str, object]) -> None:
+    """Raise ``TypeError`` naming the valid options when ``options`` has one ``method`` does not take."""
+    valid = SOLVER_OPTIONS[method]
+    unknown = [name for name in options if name not in valid]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise TypeError(f"unknown solver option{plural} {names} for {method}; valid: {', '.join(valid) or 'none'}")
+
+
 def solve(
     f: Function,
     z0: torch.Tensor,
@@ -593,11 +616,12 @@ def solve(
         f: maps ``(batch, *state)`` to the same shape; samples must not interact.
         z0: ``(batch, *state)`` starting point (the DEQ starts at zero).
         method: ``"fixed_point"`` (option ``damping``), ``"anderson"`` (options
-            ``memory``, ``beta``, ``lam``) or ``"broyden"``.
+            ``memory``, ``beta``, ``lam``) or ``"broyden"`` (none); see ``SOLVER_OPTIONS``.
         tol: stop when the residual (absolute or relative, see ``stop_mode``) is <= tol.
         max_iter: at most this many f-evaluations per sample.
         stop_mode: ``"abs"`` uses ||f(z) - z||, ``"rel"`` divides it by ||f(z)||.
         record: keep every iterate (on the CPU) in ``SolveResult.states``.
+        options: the method's own options; any other name is a ``TypeError``.
         compact: when f offers ``rows(index)`` (see ``_Flat``), stop evaluating samples
             that have stopped. A sample's f-evaluation in a smaller batch may round
             differently in the last bits; ``False`` keeps every evaluation on the whole
@@ -611,6 +635,7 @@ def solve(
         raise ValueError(f"unknown solver {method!r}; choose one of {METHODS}")
     if stop_mode not in STOP_MODES:
         raise ValueError(f"unknown stop_mode {stop_mode!r}; choose one of {STOP_MODES}")
+    check_options(method, options)
     if max_iter < 1:
         raise ValueError("max_iter must be at least 1")
     if not tol > 0:

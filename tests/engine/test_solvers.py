@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from deq_core import solve
-from deq_core.engine.solvers import METHODS, STOP_MODES, unrolled_result
+from deq_core.engine.config import SolverSettings
+from deq_core.engine.solvers import METHODS, SOLVER_OPTIONS, STOP_MODES, unrolled_result
 
 
 @pytest.fixture(autouse=True)
@@ -137,6 +138,40 @@ def test_bad_arguments_are_refused():
         solve(lambda z: z, torch.zeros(1, 2), stop_mode="max")
     with pytest.raises(ValueError, match="max_iter"):
         solve(lambda z: z, torch.zeros(1, 2), max_iter=0)
+
+
+def test_misspelt_option_is_refused_with_the_valid_ones():
+    """A typo used to be swallowed and the solve ran with the default memory."""
+    with pytest.raises(TypeError, match=r"unknown solver option 'memroy' for anderson; valid: memory, beta, lam"):
+        solve(lambda z: 0.5 * z, torch.zeros(1, 2), method="anderson", memroy=3)
+    with pytest.raises(TypeError, match=r"'memory' for fixed_point; valid: damping$"):
+        solve(lambda z: 0.5 * z, torch.zeros(2, 2), method="fixed_point", memory=3)
+    with pytest.raises(TypeError, match=r"for broyden; valid: none"):
+        solve(lambda z: 0.5 * z, torch.zeros(2, 2), method="broyden", damping=0.5)
+
+
+def test_solver_options_are_each_methods_keywords():
+    assert SOLVER_OPTIONS == {"fixed_point": ("damping",), "anderson": ("memory", "beta", "lam"), "broyden": ()}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_settings_pass_only_their_methods_options(method):
+    settings = SolverSettings(method=method, memory=3, damping=0.5)
+    options = settings.options()
+    assert set(options) == {"method", "tol", "stop_mode", "max_iter", *SOLVER_OPTIONS[method]}
+    f, exact = linear_contraction()
+    result = solve(f, torch.zeros_like(exact), **{**options, "tol": 1e-10, "max_iter": 300})
+    assert torch.allclose(result.z, exact, atol=1e-8)
+
+
+def test_an_option_changes_the_solve():
+    """The options reach the solver: memory 1 Anderson is a plain iteration, damping slows it."""
+    f, exact = linear_contraction()
+    plain = solve(f, torch.zeros_like(exact), method="fixed_point", tol=1e-8, max_iter=300)
+    damped = solve(f, torch.zeros_like(exact), method="fixed_point", tol=1e-8, max_iter=300, damping=0.5)
+    assert (damped.iterations > plain.iterations).all()
+    one = solve(f, torch.zeros_like(exact), method="anderson", tol=1e-8, max_iter=300, memory=1)
+    assert torch.equal(one.iterations, plain.iterations)
 
 
 def test_unrolled_result_reports_the_unroll_residuals():
