@@ -22,7 +22,7 @@ from deq_core.explain.explanation import Explanation, explain_case
 from deq_core.engine.modality import KINDS, Modality
 from deq_core.engine.model import MODELS, DEQFusion, EarlyFusion, FusionModel, FusionOutput, LateFusion, WeightTiedFusion, build_model
 from deq_core.explain.shapley import ModalityShapley, modality_shapley
-from deq_core.engine.solvers import METHODS, SolveResult, solve
+from deq_core.engine.solvers import METHODS, SolveResult, SolveStatus, solve
 from deq_core.engine.trajectory import Trajectory, trace
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "integrated_gradients", "modality_shapley", "robustness_sweep", "top_features",
     "ARCHITECTURES", "BackwardSettings", "DEQFusion", "ENCODERS", "EarlyFusion", "EncoderSettings",
     "FusionModel", "FusionOutput", "KINDS", "LateFusion", "METHODS", "MODELS", "Modality", "ModelConfig",
-    "ModelLoadError", "SolveResult", "SolverSettings", "Trajectory", "WeightTiedFusion",
+    "ModelLoadError", "SolveResult", "SolveStatus", "SolverSettings", "Trajectory", "WeightTiedFusion",
     "attach_implicit_gradient", "attach_phantom_gradient", "build_model", "exact_jacobian",
     "jacobian_frobenius_estimate", "load_config", "load_model", "model_checksum", "resolve_device",
     "save_model", "solve", "spectral_radius", "trace",

@@ -17,6 +17,7 @@ inference mode; a batch of one sample takes ``_SingleTracker`` and, for Anderson
 
 from __future__ import annotations
 
+import enum
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,23 @@ Function = Callable[[torch.Tensor], torch.Tensor]
 
 METHODS = ("fixed_point", "anderson", "broyden")
 STOP_MODES = ("abs", "rel")
-STATUSES = ("converged", "max_iter", "diverged")
+
+
+class SolveStatus(enum.StrEnum):
+    """How one sample's solve ended, from best to worst.
+
+    A ``StrEnum``: a member equals its string (``SolveStatus.CONVERGED == "converged"``),
+    hashes like it and ``json.dumps`` writes it as that string, so reports, caches and
+    comparisons with the plain strings are unchanged. Models without a solve have no
+    status here: a feed-forward model's ``SolveResult`` is ``None``.
+    """
+
+    CONVERGED = "converged"  # the stop criterion was met
+    MAX_ITER = "max_iter"  # ran out of iterations first
+    DIVERGED = "diverged"  # the residual or the iterate ran away (see BLOWUP_FACTOR)
+
+
+STATUSES = tuple(SolveStatus)
 
 # A residual this many times larger than the smallest one seen, or an iterate this
 # many times larger than the problem's starting scale, means the iteration is
@@ -53,7 +70,7 @@ class SolveResult:
         relative_residuals: per sample, trace of ||f(z_k) - z_k|| / ||f(z_k)||.
         best_iteration: ``(batch,)`` index k of the returned iterate.
         converged: ``(batch,)`` bool, the stop criterion was met.
-        status: per sample ``"converged"``, ``"max_iter"`` or ``"diverged"``.
+        status: per sample, a ``SolveStatus``.
         function_evaluations: f calls made on the whole batch.
         states: if recorded, ``(steps, batch, *state)`` on the CPU: iterate z_k of
             every step; a sample's rows past its ``iterations`` repeat its last state.
@@ -65,7 +82,7 @@ class SolveResult:
     relative_residuals: tuple[torch.Tensor, ...]
     best_iteration: torch.Tensor
     converged: torch.Tensor
-    status: tuple[str, ...]
+    status: tuple[SolveStatus, ...]
     method: str
     tol: float
     stop_mode: str
@@ -220,7 +237,7 @@ class _Tracker:
         absolute = self.absolute.T.to("cpu", copy=True)
         relative = self.relative.T.to("cpu", copy=True)
         status = tuple(
-            "converged" if c else "diverged" if d else "max_iter"
+            SolveStatus.CONVERGED if c else SolveStatus.DIVERGED if d else SolveStatus.MAX_ITER
             for c, d in zip(self.converged.tolist(), self.diverged.tolist())
         )
         states = None
@@ -307,7 +324,9 @@ class _SingleTracker:
         pass  # nothing was compacted
 
     def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
-        status = "converged" if self.converged else "diverged" if self.diverged else "max_iter"
+        status = (
+            SolveStatus.CONVERGED if self.converged else SolveStatus.DIVERGED if self.diverged else SolveStatus.MAX_ITER
+        )
         return SolveResult(
             z=self.best_z.reshape(shape).clone(),
             iterations=torch.tensor([self.step], device=self.device),
@@ -671,7 +690,10 @@ def unrolled_result(states: list[torch.Tensor], tol: float, stop_mode: str, reco
     last = (absolute if stop_mode == "abs" else relative)[:, -1]
     finite = torch.isfinite(absolute).all(dim=1)
     converged = finite & (last <= tol)
-    status = tuple("converged" if c else "max_iter" if ok else "diverged" for c, ok in zip(converged, finite))
+    status = tuple(
+        SolveStatus.CONVERGED if c else SolveStatus.MAX_ITER if ok else SolveStatus.DIVERGED
+        for c, ok in zip(converged, finite)
+    )
     return SolveResult(
         z=states[-2].detach(),
         iterations=torch.full((batch,), steps, dtype=torch.long),

@@ -42,7 +42,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.modality import Modality
 from deq_core.engine.model import FusionModel
-from deq_core.engine.solvers import SolveResult
+from deq_core.engine.solvers import SolveResult, SolveStatus
 
 # Adaptive at 128: 98.9% of inspection-deq's validation cases complete within 1% (64: 98.1%,
 # a case on a steep stretch of the path needs more points); one case's full explanation
@@ -173,14 +173,14 @@ class SolveSummary:
     For a group of solves (the interpolation path) the worst is reported.
 
     Attributes:
-        status: ``"converged"`` when every solve converged, else the worst status.
+        status: ``SolveStatus.CONVERGED`` when every solve converged, else the worst status.
         relative_residual: largest final relative residual ||f(z)-z|| / ||f(z)||.
         iterations: most iterations any solve used.
         solves: how many solves the summary covers.
         unconverged: how many of them did not converge.
     """
 
-    status: str
+    status: SolveStatus
     relative_residual: float
     iterations: int
     solves: int = 1
@@ -201,9 +201,12 @@ class SolveSummary:
         }
 
 
+_SEVERITY = {SolveStatus.CONVERGED: 0, SolveStatus.MAX_ITER: 1, SolveStatus.DIVERGED: 2}
+
+
 def summarise_solves(results: Sequence[SolveResult], rows: Sequence[torch.Tensor] | None = None) -> SolveSummary | None:
     """Worst-case summary over some rows of some solves (all rows when ``rows`` is None)."""
-    statuses: list[str] = []
+    statuses: list[SolveStatus] = []
     residuals: list[torch.Tensor] = []
     iterations: list[torch.Tensor] = []
     for k, result in enumerate(results):
@@ -215,13 +218,13 @@ def summarise_solves(results: Sequence[SolveResult], rows: Sequence[torch.Tensor
         iterations.append(result.iterations.detach().cpu()[index])
     if not statuses:
         return None
-    worst = max(statuses, key=lambda s: {"converged": 0, "max_iter": 1, "diverged": 2}[s])
+    worst = max(statuses, key=_SEVERITY.__getitem__)
     return SolveSummary(
         status=worst,
         relative_residual=float(torch.cat(residuals).max()),
         iterations=int(torch.cat(iterations).max()),
         solves=len(statuses),
-        unconverged=sum(s != "converged" for s in statuses),
+        unconverged=sum(s != SolveStatus.CONVERGED for s in statuses),
     )
 
 

@@ -1,9 +1,11 @@
+import json
+
 import pytest
 import torch
 
 from deq_core import solve
 from deq_core.engine.config import SolverSettings
-from deq_core.engine.solvers import METHODS, SOLVER_OPTIONS, STOP_MODES, unrolled_result
+from deq_core.engine.solvers import METHODS, SOLVER_OPTIONS, STATUSES, STOP_MODES, SolveStatus, unrolled_result
 
 
 @pytest.fixture(autouse=True)
@@ -274,3 +276,28 @@ def test_compaction_waits_until_the_evaluations_wasted_on_stopped_samples_pay_fo
     recording.observe(torch.zeros(16, 4), torch.ones(16, 4))
     recording.done[:15] = True
     assert not recording.finished() and not recording.should_compact()  # recorded traces keep the whole batch
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_statuses_are_enum_members_that_serialise_as_their_strings(method, batch):
+    f, _ = linear_contraction(batch=batch)
+    converged = solve(f, torch.zeros(batch, 12), method=method, tol=1e-8, max_iter=300)
+    short = solve(f, torch.zeros(batch, 12), method=method, tol=1e-14, max_iter=2)
+    grows = solve(lambda z: 3 * z + 1, torch.zeros(batch, 12), method="fixed_point", tol=1e-8, max_iter=100)
+    for result, expected in ((converged, "converged"), (short, "max_iter"), (grows, "diverged")):
+        assert all(type(s) is SolveStatus for s in result.status)
+        assert result.status == (expected,) * batch  # a StrEnum equals its string
+        assert json.dumps({"status": list(result.status)}) == json.dumps({"status": [expected] * batch})
+
+
+def test_statuses_keep_their_strings():
+    assert STATUSES == ("converged", "max_iter", "diverged")
+    assert [s.value for s in SolveStatus] == list(STATUSES)
+    assert {"converged": 0}[SolveStatus.CONVERGED] == 0  # hashes as its string: dicts keyed by strings still work
+
+
+def test_unrolled_statuses_are_enum_members():
+    states = [torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3)]
+    result = unrolled_result(states, tol=1e-6, stop_mode="abs")
+    assert result.status == (SolveStatus.CONVERGED,) * 2 and all(type(s) is SolveStatus for s in result.status)
