@@ -124,5 +124,5 @@ class ModelConfig:
             values["solver"] = SolverSettings(**solver)
         return cls(**values)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes: object) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

@@ -288,7 +288,13 @@ class _SingleTracker:
         r = fz - z if residual is None else residual
         return torch.linalg.vector_norm(torch.cat([r, fz, z]), dim=1).double()
 
-    def observe(self, z, fz, residual=None, norms: Sequence[float] | None = None) -> None:
+    def observe(
+        self,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        norms: Sequence[float] | None = None,
+    ) -> None:
         """As ``_Tracker.observe``; ``norms`` (host floats from ``norms()``) saves the sync here."""
         absolute, image_norm, z_norm = self.norms(z, fz, residual).tolist() if norms is None else norms
         k = self.step
@@ -627,7 +633,7 @@ def solve(
     stop_mode: str = "rel",
     record: bool = False,
     compact: bool = True,
-    **options,
+    **options: float,
 ) -> SolveResult:
     """Find z* = f(z*) for each sample of a batch.
 

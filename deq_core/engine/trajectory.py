@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from deq_core.engine.config import SolverSettings
+from deq_core.engine.modality import Inputs
 from deq_core.engine.model import EquilibriumModel, FusionModel, FusionOutput
 from deq_core.engine.solvers import SolveStatus
 
@@ -75,7 +75,7 @@ class Trajectory:
 
 @torch.no_grad()
 def trace(
-    model: FusionModel, inputs: Sequence[torch.Tensor], solver: SolverSettings | None = None
+    model: FusionModel, inputs: Inputs, solver: SolverSettings | None = None
 ) -> tuple[FusionOutput, list[Trajectory]]:
     """Solve with recording and return the output and one ``Trajectory`` per case.
 

@@ -39,10 +39,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from captum.attr import IntegratedGradients
 
 from deq_core.engine.config import SolverSettings
-from deq_core.engine.modality import Modality
+from deq_core.engine.modality import Inputs, Modality
 from deq_core.engine.model import FusionModel
 from deq_core.engine.solvers import SolveResult, SolveStatus
 
@@ -159,7 +160,7 @@ def resolve_baselines(modalities: Sequence[Modality], choice: BaselineChoice = N
 
 
 def baseline_inputs(
-    model: FusionModel, inputs: Sequence[torch.Tensor], choice: BaselineChoice = None
+    model: FusionModel, inputs: Inputs, choice: BaselineChoice = None
 ) -> tuple[torch.Tensor, ...]:
     """Raw baseline inputs, one tensor per modality, shaped like ``inputs``."""
     names = resolve_baselines(model.config.modalities, choice)
@@ -448,8 +449,8 @@ def _embeddings_replaced(model: FusionModel, replacements: Mapping[int, torch.Te
     owner = threading.get_ident()
     handles = []
 
-    def hook_for(i: int, replacement: torch.Tensor):
-        def hook(module, args, output):
+    def hook_for(i: int, replacement: torch.Tensor) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if threading.get_ident() != owner:
                 return None
             if output.shape != replacement.shape:
@@ -507,7 +508,8 @@ class _Call:
     outputs: torch.Tensor
 
 
-def case_batch(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def case_batch(model: FusionModel, inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    """``inputs`` on the model's device, checked against its modalities (count and shapes)."""
     if len(inputs) != model.n_modalities:
         raise ValueError(f"expected {model.n_modalities} inputs ({model.config.modality_names}), got {len(inputs)}")
     batch = tuple(torch.as_tensor(x).to(model.device) for x in inputs)
@@ -546,7 +548,7 @@ class _PathIntegral:
 
 def integrated_gradients(
     model: FusionModel,
-    inputs: Sequence[torch.Tensor],
+    inputs: Inputs,
     target: int | Sequence[int] | torch.Tensor | None = None,
     baseline: BaselineChoice = None,
     n_steps: int = DEFAULT_STEPS,
@@ -726,7 +728,7 @@ def _captum(forward, path_in, path_base, tokens, target, n_steps, method, intern
     )
 
 
-def _evaluate(forward: PathForward, path: Sequence[torch.Tensor], tokens: Sequence[torch.Tensor]) -> _Call:
+def _evaluate(forward: PathForward, path: Inputs, tokens: Sequence[torch.Tensor]) -> _Call:
     """F at some path points, without gradients: the call ``forward`` records for it."""
     with torch.no_grad():
         forward(*path, *tokens)
@@ -734,7 +736,7 @@ def _evaluate(forward: PathForward, path: Sequence[torch.Tensor], tokens: Sequen
 
 
 def convergence_delta(
-    attributions: Sequence[torch.Tensor], at_input: torch.Tensor, at_baseline: torch.Tensor, targets: torch.Tensor
+    attributions: Inputs, at_input: torch.Tensor, at_baseline: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
     """``(b,)`` sum(attributions) - (F(x) - F(baseline)), float64, from the ``(b, C)`` end-point outputs.
 
@@ -771,7 +773,7 @@ def captum_alphas(method: str, n_steps: int) -> tuple[float, ...]:
 
 
 def check_path_rows(
-    calls: Sequence[_Call], ends: Sequence[torch.Tensor], starts: Sequence[torch.Tensor], alphas: Sequence[float]
+    calls: Sequence[_Call], ends: Inputs, starts: Inputs, alphas: Sequence[float]
 ) -> None:
     """Raise unless ``calls`` evaluated start + alpha (end - start) for every alpha, alpha-major.
 
