@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "ARCHITECTURES": _ENGINE, "BackwardSettings": _ENGINE, "DEQFusion": _ENGINE, "ENCODERS": _ENGINE,
     "EarlyFusion": _ENGINE, "EncoderSettings": _ENGINE, "EquilibriumModel": _ENGINE, "FusionModel": _ENGINE,
     "FusionOutput": _ENGINE, "KINDS": _ENGINE, "LateFusion": _ENGINE, "METHODS": _ENGINE, "MODELS": _ENGINE,
-    "Modality": _ENGINE, "ModelConfig": _ENGINE, "ModelLoadError": _ENGINE, "SolveResult": _ENGINE,
+    "Modality": _ENGINE, "ModelConfig": _ENGINE, "ModelLoadError": _ENGINE, "SolveResult": _ENGINE, "SolveStatus": _ENGINE,
     "SolverSettings": _ENGINE, "Trajectory": _ENGINE, "WeightTiedFusion": _ENGINE,
     "attach_implicit_gradient": _ENGINE, "attach_phantom_gradient": _ENGINE, "build_model": _ENGINE,
     "exact_jacobian": _ENGINE, "jacobian_frobenius_estimate": _ENGINE, "load_config": _ENGINE,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from deq_core.engine.encoders import EncoderSettings
 from deq_core.engine.implicit import BackwardSettings
 from deq_core.engine.modality import Modality
-from deq_core.engine.solvers import METHODS, STOP_MODES
+from deq_core.engine.solvers import METHODS, SOLVER_OPTIONS, STOP_MODES
 
 ARCHITECTURES = ("deq", "weight_tied", "early", "late")
 GRADIENTS = ("implicit", "phantom")
@@ -46,18 +46,15 @@ class SolverSettings:
         if isinstance(self.backward, dict):
             object.__setattr__(self, "backward", BackwardSettings(**self.backward))
 
-    def options(self) -> dict:
-        """Keyword arguments for ``solvers.solve``."""
-        return {
-            "method": self.method,
-            "tol": self.tol,
-            "stop_mode": self.stop_mode,
-            "max_iter": self.max_iter,
-            "memory": self.memory,
-            "beta": self.beta,
-            "lam": self.lam,
-            "damping": self.damping,
-        }
+    def options(self) -> dict[str, str | float | int]:
+        """Keyword arguments for ``solvers.solve``: the common ones and the method's own.
+
+        Only the method's own options (``solvers.SOLVER_OPTIONS``): ``solve`` refuses an
+        option its method does not take, and the others were never read (``damping``
+        still sets the phantom gradient's steps, outside the solve).
+        """
+        common = {"method": self.method, "tol": self.tol, "stop_mode": self.stop_mode, "max_iter": self.max_iter}
+        return common | {name: getattr(self, name) for name in SOLVER_OPTIONS[self.method]}
 
 
 @dataclass(frozen=True)
@@ -127,5 +124,5 @@ class ModelConfig:
             values["solver"] = SolverSettings(**solver)
         return cls(**values)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes: object) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

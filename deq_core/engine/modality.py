@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import torch
+
+# One raw input tensor per modality, in the model's modality order, each ``(batch, *shape)``:
+# what the model, the attributions and the Shapley values take. Any sequence is accepted
+# (callers build lists); functions that assemble a new batch return a tuple of them.
+Inputs = Sequence[torch.Tensor]
 
 KINDS = ("image", "timeseries", "text", "vector")
 

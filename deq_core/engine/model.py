@@ -11,7 +11,6 @@ Every model takes a tuple of raw modality inputs, in the order of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 
 from deq_core.engine.config import ModelConfig, SolverSettings
 from deq_core.engine.encoders import build_encoder
+from deq_core.engine.modality import Inputs
 from deq_core.engine.implicit import attach_implicit_gradient, attach_phantom_gradient, jacobian_frobenius_estimate
 from deq_core.engine.solvers import SolveResult, solve, unrolled_result
 
@@ -160,7 +160,7 @@ class FusionModel(nn.Module):
     def device(self) -> torch.device:
         return self.head.weight.device
 
-    def fit_statistics(self, inputs: Sequence[torch.Tensor]) -> None:
+    def fit_statistics(self, inputs: Inputs) -> None:
         """Set each encoder's standardisation from training inputs."""
         for encoder, x in zip(self.encoders, inputs):
             encoder.fit_statistics(x.to(self.device))
@@ -177,7 +177,7 @@ class FusionModel(nn.Module):
         """Training-mean input of each modality, ``(*shape)``; zeros (padding) for text."""
         return tuple(e.input_mean for e in self.encoders)
 
-    def encode(self, inputs: Sequence[torch.Tensor], features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, inputs: Inputs, features: torch.Tensor | None = None) -> torch.Tensor:
         """``(batch, N, d)`` features of the raw inputs.
 
         ``features``, if given, are those features already computed (a robustness sweep
@@ -194,7 +194,7 @@ class FusionModel(nn.Module):
 
     def run(
         self,
-        inputs: Sequence[torch.Tensor],
+        inputs: Inputs,
         record: bool = False,
         solver: SolverSettings | None = None,
         jacobian_probes: int = 0,
@@ -211,14 +211,14 @@ class EquilibriumModel(FusionModel):
         super().__init__(config)
         self.update = FusionUpdate(self.n_modalities, config.width, config.groups)
 
-    def bind(self, inputs: Sequence[torch.Tensor], features: torch.Tensor | None = None):
+    def bind(self, inputs: Inputs, features: torch.Tensor | None = None) -> tuple[BoundUpdate, torch.Tensor]:
         """Encode once and return ``(f, z0)``: the update with its injection bound, and the zero start."""
         x = self.encode(inputs, features)
         x_fuse = self.update.inject(x)
         z0 = x.new_zeros(x.shape[0], self.n_modalities + 1, self.config.width)
         return BoundUpdate(self.update, x, x_fuse), z0
 
-    def parts(self, inputs: Sequence[torch.Tensor], states: torch.Tensor):
+    def parts(self, inputs: Inputs, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Evaluate f at given states of the same cases.
 
         Args:
@@ -243,7 +243,14 @@ class EquilibriumModel(FusionModel):
 class DEQFusion(EquilibriumModel):
     """Deep equilibrium fusion: the head reads z*_fuse of the fixed point z* = f(z*; x)."""
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
+    def run(
+        self,
+        inputs: Inputs,
+        record: bool = False,
+        solver: SolverSettings | None = None,
+        jacobian_probes: int = 0,
+        features: torch.Tensor | None = None,
+    ) -> FusionOutput:
         settings = solver or self.config.solver
         f, z0 = self.bind(inputs, features)
         with torch.no_grad():
@@ -268,7 +275,14 @@ class DEQFusion(EquilibriumModel):
 class WeightTiedFusion(EquilibriumModel):
     """Ablation: the same f applied ``unroll_steps`` times from zero, back-propagated through the unroll."""
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
+    def run(
+        self,
+        inputs: Inputs,
+        record: bool = False,
+        solver: SolverSettings | None = None,
+        jacobian_probes: int = 0,
+        features: torch.Tensor | None = None,
+    ) -> FusionOutput:
         settings = solver or self.config.solver
         f, z0 = self.bind(inputs, features)
         z, states = _unroll(f, z0, self.config.unroll_steps)
@@ -292,7 +306,14 @@ class EarlyFusion(FusionModel):
         d = config.width
         self.mix = nn.Sequential(nn.Linear(self.n_modalities * d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU())
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
+    def run(
+        self,
+        inputs: Inputs,
+        record: bool = False,
+        solver: SolverSettings | None = None,
+        jacobian_probes: int = 0,
+        features: torch.Tensor | None = None,
+    ) -> FusionOutput:
         fused = self.mix(self.encode(inputs, features).flatten(1))
         return FusionOutput(self.head(fused), None, None, fused)
 
@@ -312,12 +333,19 @@ class LateFusion(FusionModel):
     def device(self) -> torch.device:
         return self.modality_heads[0][1].weight.device
 
-    def modality_logits(self, inputs: Sequence[torch.Tensor], features: torch.Tensor | None = None) -> torch.Tensor:
+    def modality_logits(self, inputs: Inputs, features: torch.Tensor | None = None) -> torch.Tensor:
         """``(batch, N, classes)``: what each modality alone says."""
         x = self.encode(inputs, features)
         return torch.stack([head(x[:, i]) for i, head in enumerate(self.modality_heads)], dim=1)
 
-    def run(self, inputs, record=False, solver=None, jacobian_probes=0, features=None):
+    def run(
+        self,
+        inputs: Inputs,
+        record: bool = False,
+        solver: SolverSettings | None = None,
+        jacobian_probes: int = 0,
+        features: torch.Tensor | None = None,
+    ) -> FusionOutput:
         per_modality = self.modality_logits(inputs, features)
         return FusionOutput(per_modality.mean(dim=1), None, None, per_modality.flatten(1))
 

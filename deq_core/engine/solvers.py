@@ -17,8 +17,10 @@ inference mode; a batch of one sample takes ``_SingleTracker`` and, for Anderson
 
 from __future__ import annotations
 
+import enum
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +29,23 @@ Function = Callable[[torch.Tensor], torch.Tensor]
 
 METHODS = ("fixed_point", "anderson", "broyden")
 STOP_MODES = ("abs", "rel")
-STATUSES = ("converged", "max_iter", "diverged")
+
+
+class SolveStatus(enum.StrEnum):
+    """How one sample's solve ended, from best to worst.
+
+    A ``StrEnum``: a member equals its string (``SolveStatus.CONVERGED == "converged"``),
+    hashes like it and ``json.dumps`` writes it as that string, so reports, caches and
+    comparisons with the plain strings are unchanged. Models without a solve have no
+    status here: a feed-forward model's ``SolveResult`` is ``None``.
+    """
+
+    CONVERGED = "converged"  # the stop criterion was met
+    MAX_ITER = "max_iter"  # ran out of iterations first
+    DIVERGED = "diverged"  # the residual or the iterate ran away (see BLOWUP_FACTOR)
+
+
+STATUSES = tuple(SolveStatus)
 
 # A residual this many times larger than the smallest one seen, or an iterate this
 # many times larger than the problem's starting scale, means the iteration is
@@ -52,7 +70,7 @@ class SolveResult:
         relative_residuals: per sample, trace of ||f(z_k) - z_k|| / ||f(z_k)||.
         best_iteration: ``(batch,)`` index k of the returned iterate.
         converged: ``(batch,)`` bool, the stop criterion was met.
-        status: per sample ``"converged"``, ``"max_iter"`` or ``"diverged"``.
+        status: per sample, a ``SolveStatus``.
         function_evaluations: f calls made on the whole batch.
         states: if recorded, ``(steps, batch, *state)`` on the CPU: iterate z_k of
             every step; a sample's rows past its ``iterations`` repeat its last state.
@@ -64,7 +82,7 @@ class SolveResult:
     relative_residuals: tuple[torch.Tensor, ...]
     best_iteration: torch.Tensor
     converged: torch.Tensor
-    status: tuple[str, ...]
+    status: tuple[SolveStatus, ...]
     method: str
     tol: float
     stop_mode: str
@@ -219,7 +237,7 @@ class _Tracker:
         absolute = self.absolute.T.to("cpu", copy=True)
         relative = self.relative.T.to("cpu", copy=True)
         status = tuple(
-            "converged" if c else "diverged" if d else "max_iter"
+            SolveStatus.CONVERGED if c else SolveStatus.DIVERGED if d else SolveStatus.MAX_ITER
             for c, d in zip(self.converged.tolist(), self.diverged.tolist())
         )
         states = None
@@ -270,7 +288,13 @@ class _SingleTracker:
         r = fz - z if residual is None else residual
         return torch.linalg.vector_norm(torch.cat([r, fz, z]), dim=1).double()
 
-    def observe(self, z, fz, residual=None, norms: Sequence[float] | None = None) -> None:
+    def observe(
+        self,
+        z: torch.Tensor,
+        fz: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        norms: Sequence[float] | None = None,
+    ) -> None:
         """As ``_Tracker.observe``; ``norms`` (host floats from ``norms()``) saves the sync here."""
         absolute, image_norm, z_norm = self.norms(z, fz, residual).tolist() if norms is None else norms
         k = self.step
@@ -306,7 +330,9 @@ class _SingleTracker:
         pass  # nothing was compacted
 
     def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
-        status = "converged" if self.converged else "diverged" if self.diverged else "max_iter"
+        status = (
+            SolveStatus.CONVERGED if self.converged else SolveStatus.DIVERGED if self.diverged else SolveStatus.MAX_ITER
+        )
         return SolveResult(
             z=self.best_z.reshape(shape).clone(),
             iterations=torch.tensor([self.step], device=self.device),
@@ -352,7 +378,8 @@ def _compacted(g: _Flat, tracker: _Tracker, *tensors: torch.Tensor | None):
     return (g.rows(keep), *(None if t is None else t[keep] for t in tensors))
 
 
-def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, damping: float = 1.0, **_) -> int:
+def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, *, damping: float = 1.0) -> int:
+    """Plain (``damping`` = 1) or damped iteration z <- (1 - damping) z + damping f(z)."""
     evaluations = 0
     while not tracker.finished():
         g, z = _compacted(g, tracker, z)
@@ -380,10 +407,10 @@ def _anderson(
     g: Function,
     z: torch.Tensor,
     tracker: _Tracker,
+    *,
     memory: int = 6,
     beta: float = 1.0,
     lam: float = 1e-4,
-    **_,
 ) -> int:
     """Anderson acceleration, solved per sample as a bordered least-squares system.
 
@@ -532,7 +559,7 @@ def _anderson_single(
     return evaluations
 
 
-def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker, **_) -> int:
+def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker) -> int:
     """Good Broyden on r(z) = f(z) - z with a low-rank inverse Jacobian -I + U V^T."""
     batch, n = z.shape
     rank = tracker.max_iter
@@ -576,6 +603,27 @@ def _broyden(g: Function, z: torch.Tensor, tracker: _Tracker, **_) -> int:
 _SOLVERS = {"fixed_point": _fixed_point, "anderson": _anderson, "broyden": _broyden}
 
 
+def _keyword_options(solver: Callable[..., int]) -> tuple[str, ...]:
+    """A solver's options: its keyword-only parameters, so the list cannot drift from the code."""
+    parameters = inspect.signature(solver).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+# Options each method accepts (``solve(..., **options)``). An option outside its method's
+# list is an error, not ignored: a misspelt ``memroy=3`` used to run with the default memory.
+SOLVER_OPTIONS: dict[str, tuple[str, ...]] = {method: _keyword_options(f) for method, f in _SOLVERS.items()}
+
+
+def check_options(method: str, options: Mapping[str, object]) -> None:
+    """Raise ``TypeError`` naming the valid options when ``options`` has one ``method`` does not take."""
+    valid = SOLVER_OPTIONS[method]
+    unknown = [name for name in options if name not in valid]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise TypeError(f"unknown solver option{plural} {names} for {method}; valid: {', '.join(valid) or 'none'}")
+
+
 def solve(
     f: Function,
     z0: torch.Tensor,
@@ -585,7 +633,7 @@ def solve(
     stop_mode: str = "rel",
     record: bool = False,
     compact: bool = True,
-    **options,
+    **options: float,
 ) -> SolveResult:
     """Find z* = f(z*) for each sample of a batch.
 
@@ -593,11 +641,12 @@ def solve(
         f: maps ``(batch, *state)`` to the same shape; samples must not interact.
         z0: ``(batch, *state)`` starting point (the DEQ starts at zero).
         method: ``"fixed_point"`` (option ``damping``), ``"anderson"`` (options
-            ``memory``, ``beta``, ``lam``) or ``"broyden"``.
+            ``memory``, ``beta``, ``lam``) or ``"broyden"`` (none); see ``SOLVER_OPTIONS``.
         tol: stop when the residual (absolute or relative, see ``stop_mode``) is <= tol.
         max_iter: at most this many f-evaluations per sample.
         stop_mode: ``"abs"`` uses ||f(z) - z||, ``"rel"`` divides it by ||f(z)||.
         record: keep every iterate (on the CPU) in ``SolveResult.states``.
+        options: the method's own options; any other name is a ``TypeError``.
         compact: when f offers ``rows(index)`` (see ``_Flat``), stop evaluating samples
             that have stopped. A sample's f-evaluation in a smaller batch may round
             differently in the last bits; ``False`` keeps every evaluation on the whole
@@ -611,6 +660,7 @@ def solve(
         raise ValueError(f"unknown solver {method!r}; choose one of {METHODS}")
     if stop_mode not in STOP_MODES:
         raise ValueError(f"unknown stop_mode {stop_mode!r}; choose one of {STOP_MODES}")
+    check_options(method, options)
     if max_iter < 1:
         raise ValueError("max_iter must be at least 1")
     if not tol > 0:
@@ -646,7 +696,10 @@ def unrolled_result(states: list[torch.Tensor], tol: float, stop_mode: str, reco
     last = (absolute if stop_mode == "abs" else relative)[:, -1]
     finite = torch.isfinite(absolute).all(dim=1)
     converged = finite & (last <= tol)
-    status = tuple("converged" if c else "max_iter" if ok else "diverged" for c, ok in zip(converged, finite))
+    status = tuple(
+        SolveStatus.CONVERGED if c else SolveStatus.MAX_ITER if ok else SolveStatus.DIVERGED
+        for c, ok in zip(converged, finite)
+    )
     return SolveResult(
         z=states[-2].detach(),
         iterations=torch.full((batch,), steps, dtype=torch.long),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from deq_core.engine.config import SolverSettings
+from deq_core.engine.modality import Inputs
 from deq_core.engine.model import EquilibriumModel, FusionModel, FusionOutput
+from deq_core.engine.solvers import SolveStatus
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Trajectory:
         probabilities: ``(T, C)`` class probabilities the head gives for f(z_k).
         absolute_residuals: ``(T,)`` ||f(z_k) - z_k||.
         relative_residuals: ``(T,)`` ||f(z_k) - z_k|| / ||f(z_k)||.
-        status: ``"converged"``, ``"max_iter"`` or ``"diverged"``.
+        status: how the solve ended (a ``SolveStatus``, equal to its string).
         best_iteration: the iterate the model decided from.
     """
 
@@ -36,7 +37,7 @@ class Trajectory:
     probabilities: torch.Tensor
     absolute_residuals: torch.Tensor
     relative_residuals: torch.Tensor
-    status: str
+    status: SolveStatus
     best_iteration: int
 
     @property
@@ -45,7 +46,7 @@ class Trajectory:
 
     @property
     def converged(self) -> bool:
-        return self.status == "converged"
+        return self.status == SolveStatus.CONVERGED
 
     @property
     def predictions(self) -> torch.Tensor:
@@ -74,7 +75,7 @@ class Trajectory:
 
 @torch.no_grad()
 def trace(
-    model: FusionModel, inputs: Sequence[torch.Tensor], solver: SolverSettings | None = None
+    model: FusionModel, inputs: Inputs, solver: SolverSettings | None = None
 ) -> tuple[FusionOutput, list[Trajectory]]:
     """Solve with recording and return the output and one ``Trajectory`` per case.
 

@@ -16,7 +16,10 @@ mix "raw input" and "embedding output" attribution.
 
 The integral: by default ``"adaptive"``, Captum's IG on path segments placed where
 the output changes most (a DEQ's output can be steep along the path); any of
-Captum's own rules on the whole path is available too. The default baseline is
+Captum's own rules on the whole path is available too. Captum is used through its
+public ``IntegratedGradients.attribute``; the end points are evaluated here, and the
+one internal read (where Captum places a rule's nodes) is ``captum_alphas``, whose
+assumptions ``check_path_rows`` verifies on every call. The default baseline is
 zeros (padding for text); see ``DEFAULT_BASELINE`` for why not the training mean.
 
 Every number comes with the equilibrium solves behind it (input, baseline and
@@ -36,13 +39,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from captum.attr import IntegratedGradients
-from captum.attr._utils.approximation_methods import approximation_parameters
 
 from deq_core.engine.config import SolverSettings
-from deq_core.engine.modality import Modality
+from deq_core.engine.modality import Inputs, Modality
 from deq_core.engine.model import FusionModel
-from deq_core.engine.solvers import SolveResult
+from deq_core.engine.solvers import SolveResult, SolveStatus
 
 # Adaptive at 128: 98.9% of inspection-deq's validation cases complete within 1% (64: 98.1%,
 # a case on a steep stretch of the path needs more points); one case's full explanation
@@ -51,6 +54,7 @@ DEFAULT_STEPS = 128
 ADAPTIVE = "adaptive"
 DEFAULT_METHOD = ADAPTIVE
 ADAPTIVE_NODES = 4  # Gauss-Legendre points per adaptive segment: exact for cubics, robust to kinks
+SEGMENT_RULE = "gausslegendre"  # Captum's rule on each adaptive segment
 ADAPTIVE_GRID = 0.5  # grid intervals of the no-gradient pass, per gradient step
 COMPLETENESS_TOLERANCE = 0.01  # |delta| <= 1% of |F(x) - F(baseline)|
 OUTPUTS = ("logit", "probability")
@@ -156,7 +160,7 @@ def resolve_baselines(modalities: Sequence[Modality], choice: BaselineChoice = N
 
 
 def baseline_inputs(
-    model: FusionModel, inputs: Sequence[torch.Tensor], choice: BaselineChoice = None
+    model: FusionModel, inputs: Inputs, choice: BaselineChoice = None
 ) -> tuple[torch.Tensor, ...]:
     """Raw baseline inputs, one tensor per modality, shaped like ``inputs``."""
     names = resolve_baselines(model.config.modalities, choice)
@@ -173,14 +177,14 @@ class SolveSummary:
     For a group of solves (the interpolation path) the worst is reported.
 
     Attributes:
-        status: ``"converged"`` when every solve converged, else the worst status.
+        status: ``SolveStatus.CONVERGED`` when every solve converged, else the worst status.
         relative_residual: largest final relative residual ||f(z)-z|| / ||f(z)||.
         iterations: most iterations any solve used.
         solves: how many solves the summary covers.
         unconverged: how many of them did not converge.
     """
 
-    status: str
+    status: SolveStatus
     relative_residual: float
     iterations: int
     solves: int = 1
@@ -201,9 +205,12 @@ class SolveSummary:
         }
 
 
+_SEVERITY = {SolveStatus.CONVERGED: 0, SolveStatus.MAX_ITER: 1, SolveStatus.DIVERGED: 2}
+
+
 def summarise_solves(results: Sequence[SolveResult], rows: Sequence[torch.Tensor] | None = None) -> SolveSummary | None:
     """Worst-case summary over some rows of some solves (all rows when ``rows`` is None)."""
-    statuses: list[str] = []
+    statuses: list[SolveStatus] = []
     residuals: list[torch.Tensor] = []
     iterations: list[torch.Tensor] = []
     for k, result in enumerate(results):
@@ -215,13 +222,13 @@ def summarise_solves(results: Sequence[SolveResult], rows: Sequence[torch.Tensor
         iterations.append(result.iterations.detach().cpu()[index])
     if not statuses:
         return None
-    worst = max(statuses, key=lambda s: {"converged": 0, "max_iter": 1, "diverged": 2}[s])
+    worst = max(statuses, key=_SEVERITY.__getitem__)
     return SolveSummary(
         status=worst,
         relative_residual=float(torch.cat(residuals).max()),
         iterations=int(torch.cat(iterations).max()),
         solves=len(statuses),
-        unconverged=sum(s != "converged" for s in statuses),
+        unconverged=sum(s != SolveStatus.CONVERGED for s in statuses),
     )
 
 
@@ -256,7 +263,8 @@ class Attribution:
         value_at_input: F(x), the target output at the input.
         value_at_baseline: F(baseline).
         convergence_delta: sum(attributions) - (F(x) - F(baseline)), Captum's convergence
-            delta (``"adaptive"``: over all segments, F(x) and F(baseline) from the grid's ends).
+            delta (computed as Captum does, ``convergence_delta``; ``"adaptive"``: over all
+            segments, F(x) and F(baseline) from the grid's ends).
         n_steps, method: the integral's gradient evaluations and rule.
         input_solve, baseline_solve, path_solve: the equilibrium solves at the input,
             at the baseline and at the n_steps interpolation points (worst of them);
@@ -441,8 +449,8 @@ def _embeddings_replaced(model: FusionModel, replacements: Mapping[int, torch.Te
     owner = threading.get_ident()
     handles = []
 
-    def hook_for(i: int, replacement: torch.Tensor):
-        def hook(module, args, output):
+    def hook_for(i: int, replacement: torch.Tensor) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if threading.get_ident() != owner:
                 return None
             if output.shape != replacement.shape:
@@ -500,7 +508,8 @@ class _Call:
     outputs: torch.Tensor
 
 
-def case_batch(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def case_batch(model: FusionModel, inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    """``inputs`` on the model's device, checked against its modalities (count and shapes)."""
     if len(inputs) != model.n_modalities:
         raise ValueError(f"expected {model.n_modalities} inputs ({model.config.modality_names}), got {len(inputs)}")
     batch = tuple(torch.as_tensor(x).to(model.device) for x in inputs)
@@ -539,7 +548,7 @@ class _PathIntegral:
 
 def integrated_gradients(
     model: FusionModel,
-    inputs: Sequence[torch.Tensor],
+    inputs: Inputs,
     target: int | Sequence[int] | torch.Tensor | None = None,
     baseline: BaselineChoice = None,
     n_steps: int = DEFAULT_STEPS,
@@ -677,12 +686,16 @@ def _captum(forward, path_in, path_base, tokens, target, n_steps, method, intern
                 for f in dataclasses.fields(_PathIntegral)
             }
         )
+    # The end points first, evaluated here rather than read off the forward calls Captum
+    # makes for its convergence delta: F(baseline), F(x), their solves and (without a
+    # target) the predicted class come from calls whose inputs are known.
+    at_baseline_call = _evaluate(forward, path_base, tokens)
+    at_input_call = _evaluate(forward, path_in, tokens)
     if target is None:
-        with torch.no_grad():
-            target = forward(*path_in, *tokens).argmax(dim=1)
-        forward.calls.clear()
+        target = at_input_call.outputs.argmax(dim=1)
     targets = target_classes(target, b, classes)
-    attributions, delta = IntegratedGradients(forward).attribute(
+    before = len(forward.calls)
+    attributions = IntegratedGradients(forward).attribute(
         path_in,
         baselines=path_base,
         target=targets.tolist(),
@@ -690,44 +703,95 @@ def _captum(forward, path_in, path_base, tokens, target, n_steps, method, intern
         n_steps=n_steps,
         method=method,
         internal_batch_size=internal_batch_size,
-        return_convergence_delta=True,
     )
-    # After integrating, Captum evaluates F without gradients at the start point
-    # (baseline), then at the end point (input): F's values and the endpoint solves.
-    endpoint_calls = [c for c in forward.calls if not c.with_gradients][-2:]
-    path_calls = [c for c in forward.calls if c.with_gradients]
-    if len(endpoint_calls) != 2:
-        raise RuntimeError("Captum did not evaluate the path's end points as expected")
-    start_call, end_call = _order_endpoints(endpoint_calls, path_base)
-    # Captum's path rows are alpha-major (all cases at alpha_0, then alpha_1, ...) and every
-    # internal batch holds whole alphas, so row r belongs to case r % b.
+    path_calls = forward.calls[before:]
+    alphas = captum_alphas(method, n_steps)
+    check_path_rows(path_calls, path_in, path_base, alphas)
+    # Rows are alpha-major (all cases at alpha_0, then alpha_1, ...; check_path_rows
+    # has just verified it), so row r belongs to case r % b.
     path_outputs = torch.cat([c.outputs for c in path_calls]).cpu()
     path_values = _pick(path_outputs, targets.repeat(n_steps)).reshape(n_steps, b).T
-    alphas = torch.tensor(approximation_parameters(method)[1](n_steps), dtype=torch.float64)
+    alphas = torch.tensor(alphas, dtype=torch.float64)
     order = alphas.argsort()
-    at_baseline, at_input = _pick(start_call.outputs, targets), _pick(end_call.outputs, targets)
+    at_baseline, at_input = _pick(at_baseline_call.outputs, targets), _pick(at_input_call.outputs, targets)
     return _PathIntegral(
         targets=targets,
         attributions=tuple(attributions),
-        delta=delta.detach().cpu().double(),
+        delta=convergence_delta(attributions, at_input_call.outputs, at_baseline_call.outputs, targets),
         value_at_input=at_input,
         value_at_baseline=at_baseline,
-        input_solve=_rows_of_cases([end_call], lambda k, n: torch.arange(n), b),
-        baseline_solve=_rows_of_cases([start_call], lambda k, n: torch.arange(n), b),
+        input_solve=_rows_of_cases([at_input_call], lambda k, n: torch.arange(n), b),
+        baseline_solve=_rows_of_cases([at_baseline_call], lambda k, n: torch.arange(n), b),
         path_solve=_rows_of_cases(path_calls, lambda k, n: torch.arange(n) % b, b),
         path_alphas=torch.cat([torch.zeros(1, dtype=torch.float64), alphas[order], torch.ones(1, dtype=torch.float64)]),
         path_values=torch.cat([at_baseline[:, None], path_values[:, order], at_input[:, None]], dim=1),
     )
 
 
-def _order_endpoints(calls: list[_Call], path_base: Sequence[torch.Tensor]) -> tuple[_Call, _Call]:
-    """(start call, end call) of Captum's delta evaluation, recognised by their inputs."""
-    first, second = calls
-    if all(torch.equal(a, p) for a, p in zip(second.path_inputs, path_base)) and not all(
-        torch.equal(a, p) for a, p in zip(first.path_inputs, path_base)
-    ):
-        return second, first
-    return first, second  # Captum's order: start point, then end point
+def _evaluate(forward: PathForward, path: Inputs, tokens: Sequence[torch.Tensor]) -> _Call:
+    """F at some path points, without gradients: the call ``forward`` records for it."""
+    with torch.no_grad():
+        forward(*path, *tokens)
+    return forward.calls[-1]
+
+
+def convergence_delta(
+    attributions: Inputs, at_input: torch.Tensor, at_baseline: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """``(b,)`` sum(attributions) - (F(x) - F(baseline)), float64, from the ``(b, C)`` end-point outputs.
+
+    Computed the way Captum's ``compute_convergence_delta`` does (each modality's rows
+    summed in the attributions' dtype, the modalities added per case, then the output
+    change subtracted), so the number is the one ``return_convergence_delta=True``
+    gave, without Captum evaluating both end points a second time.
+    """
+    rows = [a.reshape(a.shape[0], -1).sum(1) for a in attributions]
+    attribution_sum = torch.stack([sum(per_case) for per_case in zip(*rows)])
+    index = targets.to(at_input.device)[:, None]
+    change = at_input.gather(1, index)[:, 0] - at_baseline.gather(1, index)[:, 0]
+    return (attribution_sum - change.to(attribution_sum.device)).detach().cpu().double()
+
+
+def captum_alphas(method: str, n_steps: int) -> tuple[float, ...]:
+    """Where on the path Captum's ``IntegratedGradients`` evaluates for a rule: alpha per node, in Captum's order.
+
+    The one place this module reads a Captum internal. Captum's public API says how
+    many points a rule uses, not where they lie, and the path values, their solves and
+    ``path_alphas`` need the positions. It relies on
+    ``captum.attr._utils.approximation_methods.approximation_parameters(method)``
+    returning ``(step_sizes, alphas)``, functions of ``n_steps``, and on
+    ``IntegratedGradients`` evaluating node k at ``baseline + alphas(n_steps)[k] *
+    (input - baseline)`` for all cases, node after node (captum 0.9.0 does both).
+    tests/explain/test_attribution.py pins the function's signature and the alphas of
+    known rules, and ``check_path_rows`` checks every call's rows against them, so a
+    Captum that changes either fails loudly instead of mislabelling the path.
+    """
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    _, alphas = approximation_parameters(method)
+    return tuple(float(a) for a in alphas(n_steps))
+
+
+def check_path_rows(
+    calls: Sequence[_Call], ends: Inputs, starts: Inputs, alphas: Sequence[float]
+) -> None:
+    """Raise unless ``calls`` evaluated start + alpha (end - start) for every alpha, alpha-major.
+
+    ``ends``, ``starts``: per modality ``(examples, *path shape)``, the end and start
+    points given to one ``IntegratedGradients.attribute`` call; ``calls``: the forward
+    calls it made. The bookkeeping of path values and solves assigns rows to cases
+    and alphas by this layout; Captum does not promise it, so it is checked.
+    """
+    if not calls or not all(c.with_gradients for c in calls):
+        raise RuntimeError("Captum's IntegratedGradients did not evaluate the path with gradients as expected")
+    for i, (end, start) in enumerate(zip(ends, starts)):
+        rows = torch.cat([c.path_inputs[i] for c in calls])
+        expected = torch.cat([start + alpha * (end - start) for alpha in alphas])
+        if rows.shape != expected.shape or not torch.allclose(rows, expected, rtol=1e-5, atol=1e-6):
+            raise RuntimeError(
+                "Captum's IntegratedGradients evaluated other path points than captum_alphas() says "
+                "(an incompatible Captum version?): path values and solves cannot be assigned to cases"
+            )
 
 
 def _points(path_in, path_base, alphas: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -809,18 +873,21 @@ def _adaptive(forward, path_in, path_base, tokens, target, n_steps, method, inte
     ig = IntegratedGradients(forward)
     attributions = [torch.zeros_like(p) for p in path_in]
     gradient_calls: list[tuple[_Call, int, int]] = []  # (call, first example, examples in its Captum call)
+    nodes = captum_alphas(SEGMENT_RULE, per_segment)
     for first in range(0, examples, group):
         part = slice(first, first + group)
         before = len(forward.calls)
+        part_ends, part_starts = tuple(e[part] for e in ends), tuple(s[part] for s in starts)
         pieces = ig.attribute(
-            tuple(e[part] for e in ends),
-            baselines=tuple(s[part] for s in starts),
+            part_ends,
+            baselines=part_starts,
             target=segment_targets[part].tolist(),
             additional_forward_args=tuple(t[part] for t in segment_tokens) if tokens else None,
             n_steps=per_segment,
-            method="gausslegendre",
+            method=SEGMENT_RULE,
             internal_batch_size=internal_batch_size,
         )
+        check_path_rows(forward.calls[before:], part_ends, part_starts, nodes)
         size = len(range(examples)[part])
         gradient_calls += [(c, first, size) for c in forward.calls[before:]]
         # (4) add each case's segments up
@@ -841,7 +908,7 @@ def _adaptive(forward, path_in, path_base, tokens, target, n_steps, method, inte
 
     def gradient_rows(k: int, n: int) -> torch.Tensor:
         _, first, size = gradient_calls[k]
-        return (first + torch.arange(n) % size) // segments  # Captum's rows are alpha-major per call
+        return (first + torch.arange(n) % size) // segments  # alpha-major per call (check_path_rows)
 
     def inner_rows(k: int, n: int) -> torch.Tensor:
         if k < len(grid_calls):

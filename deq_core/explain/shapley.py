@@ -26,6 +26,7 @@ from captum.attr import FeatureAblation
 
 from deq_core.explain.attribution import SolveSummary, case_batch, evaluation_mode, summarise_solves, target_classes
 from deq_core.engine.config import SolverSettings
+from deq_core.engine.modality import Inputs
 from deq_core.engine.model import FusionModel
 
 MAX_MODALITIES = 12  # 2^12 = 4096 rows per case: beyond that exact enumeration stops being cheap
@@ -50,7 +51,7 @@ def coalition_masks(n_modalities: int) -> torch.Tensor:
     return (rows[:, None] >> torch.arange(n_modalities)) & 1 == 1
 
 
-def coalition_inputs(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def coalition_inputs(model: FusionModel, inputs: Inputs) -> tuple[torch.Tensor, ...]:
     """The inputs of every coalition of every case: ``(b * 2^M, *shape)`` per modality, case-major."""
     x = case_batch(model, inputs)
     masks = coalition_masks(model.n_modalities).to(x[0].device)
@@ -146,7 +147,7 @@ class ModalityShapley:
         modality_names: Sequence[str],
         class_names: Sequence[str],
         target: int,
-        **extras,
+        **extras: torch.Tensor | float | SolveSummary | None,
     ) -> ModalityShapley:
         """Shapley values and interactions of one case from its ``(2^M,)`` coalition values v(S).
 
@@ -198,7 +199,7 @@ class ModalityShapley:
 
 def modality_shapley(
     model: FusionModel,
-    inputs: Sequence[torch.Tensor],
+    inputs: Inputs,
     target: int | Sequence[int] | torch.Tensor | None = None,
     cross_check: bool = True,
     solver: SolverSettings | None = None,
@@ -257,7 +258,7 @@ def modality_shapley(
 
 
 def _feature_ablation(
-    model: FusionModel, x: tuple[torch.Tensor, ...], targets: torch.Tensor, solver: SolverSettings | None
+    model: FusionModel, x: Inputs, targets: torch.Tensor, solver: SolverSettings | None
 ) -> torch.Tensor:
     """``(b, M)`` Captum FeatureAblation, one feature id per modality, baseline = the absent input."""
 

@@ -1,8 +1,11 @@
+import json
+
 import pytest
 import torch
 
 from deq_core import solve
-from deq_core.engine.solvers import METHODS, STOP_MODES, unrolled_result
+from deq_core.engine.config import SolverSettings
+from deq_core.engine.solvers import METHODS, SOLVER_OPTIONS, STATUSES, STOP_MODES, SolveStatus, unrolled_result
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +142,40 @@ def test_bad_arguments_are_refused():
         solve(lambda z: z, torch.zeros(1, 2), max_iter=0)
 
 
+def test_misspelt_option_is_refused_with_the_valid_ones():
+    """A typo used to be swallowed and the solve ran with the default memory."""
+    with pytest.raises(TypeError, match=r"unknown solver option 'memroy' for anderson; valid: memory, beta, lam"):
+        solve(lambda z: 0.5 * z, torch.zeros(1, 2), method="anderson", memroy=3)
+    with pytest.raises(TypeError, match=r"'memory' for fixed_point; valid: damping$"):
+        solve(lambda z: 0.5 * z, torch.zeros(2, 2), method="fixed_point", memory=3)
+    with pytest.raises(TypeError, match=r"for broyden; valid: none"):
+        solve(lambda z: 0.5 * z, torch.zeros(2, 2), method="broyden", damping=0.5)
+
+
+def test_solver_options_are_each_methods_keywords():
+    assert SOLVER_OPTIONS == {"fixed_point": ("damping",), "anderson": ("memory", "beta", "lam"), "broyden": ()}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_settings_pass_only_their_methods_options(method):
+    settings = SolverSettings(method=method, memory=3, damping=0.5)
+    options = settings.options()
+    assert set(options) == {"method", "tol", "stop_mode", "max_iter", *SOLVER_OPTIONS[method]}
+    f, exact = linear_contraction()
+    result = solve(f, torch.zeros_like(exact), **{**options, "tol": 1e-10, "max_iter": 300})
+    assert torch.allclose(result.z, exact, atol=1e-8)
+
+
+def test_an_option_changes_the_solve():
+    """The options reach the solver: memory 1 Anderson is a plain iteration, damping slows it."""
+    f, exact = linear_contraction()
+    plain = solve(f, torch.zeros_like(exact), method="fixed_point", tol=1e-8, max_iter=300)
+    damped = solve(f, torch.zeros_like(exact), method="fixed_point", tol=1e-8, max_iter=300, damping=0.5)
+    assert (damped.iterations > plain.iterations).all()
+    one = solve(f, torch.zeros_like(exact), method="anderson", tol=1e-8, max_iter=300, memory=1)
+    assert torch.equal(one.iterations, plain.iterations)
+
+
 def test_unrolled_result_reports_the_unroll_residuals():
     f, exact = linear_contraction(norm=0.5)
     states = [torch.zeros_like(exact)]
@@ -239,3 +276,28 @@ def test_compaction_waits_until_the_evaluations_wasted_on_stopped_samples_pay_fo
     recording.observe(torch.zeros(16, 4), torch.ones(16, 4))
     recording.done[:15] = True
     assert not recording.finished() and not recording.should_compact()  # recorded traces keep the whole batch
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_statuses_are_enum_members_that_serialise_as_their_strings(method, batch):
+    f, _ = linear_contraction(batch=batch)
+    converged = solve(f, torch.zeros(batch, 12), method=method, tol=1e-8, max_iter=300)
+    short = solve(f, torch.zeros(batch, 12), method=method, tol=1e-14, max_iter=2)
+    grows = solve(lambda z: 3 * z + 1, torch.zeros(batch, 12), method="fixed_point", tol=1e-8, max_iter=100)
+    for result, expected in ((converged, "converged"), (short, "max_iter"), (grows, "diverged")):
+        assert all(type(s) is SolveStatus for s in result.status)
+        assert result.status == (expected,) * batch  # a StrEnum equals its string
+        assert json.dumps({"status": list(result.status)}) == json.dumps({"status": [expected] * batch})
+
+
+def test_statuses_keep_their_strings():
+    assert STATUSES == ("converged", "max_iter", "diverged")
+    assert [s.value for s in SolveStatus] == list(STATUSES)
+    assert {"converged": 0}[SolveStatus.CONVERGED] == 0  # hashes as its string: dicts keyed by strings still work
+
+
+def test_unrolled_statuses_are_enum_members():
+    states = [torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3)]
+    result = unrolled_result(states, tol=1e-6, stop_mode="abs")
+    assert result.status == (SolveStatus.CONVERGED,) * 2 and all(type(s) is SolveStatus for s in result.status)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import pytest
 import torch
+from captum.attr import IntegratedGradients
 from conftest import tiny_inputs, tiny_modalities
 
 from deq_core.explain.attribution import (
     BASELINES,
+    _Call,
     baseline_inputs,
+    captum_alphas,
+    check_path_rows,
+    convergence_delta,
     gaussian_blur,
     integrated_gradients,
     resolve_baselines,
@@ -201,3 +209,84 @@ def test_attribution_to_dict_has_maps_in_each_modality_shape(contractive_deq):
     assert len(data["maps"]["photo"]) == 1 and len(data["maps"]["photo"][0]) == 12
     assert len(data["maps"]["note"]) == 6 and len(data["tokens"]["note"]) == 6
     assert data["path_solve"]["solves"] == 4 + 1
+
+
+# --- the Captum internal captum_alphas reads, and the layout check_path_rows verifies ------------
+
+GAUSS_LEGENDRE_4 = ((-0.8611363115940526, 0.3478548451374538), (-0.3399810435848563, 0.6521451548625461),
+                    (0.3399810435848563, 0.6521451548625461), (0.8611363115940526, 0.3478548451374538))  # fmt: skip
+KNOWN_RULES = {  # method: (alphas, step sizes) for 4 steps, as captum 0.9.0 defines them
+    "riemann_left": ((0, 0.25, 0.5, 0.75), (0.25,) * 4),
+    "riemann_right": ((0.25, 0.5, 0.75, 1), (0.25,) * 4),
+    "riemann_middle": ((0.125, 0.375, 0.625, 0.875), (0.25,) * 4),
+    # Captum's trapezoid: nodes linspace(0, 1, n), weights 1/n with both ends halved (they sum to 1 - 1/n)
+    "riemann_trapezoid": ((0, 1 / 3, 2 / 3, 1), (0.125, 0.25, 0.25, 0.125)),
+    "gausslegendre": (tuple((1 + x) / 2 for x, _ in GAUSS_LEGENDRE_4), tuple(w / 2 for _, w in GAUSS_LEGENDRE_4)),
+}
+
+
+def test_captums_internal_rule_table_is_the_one_captum_alphas_was_written_for():
+    """An upgrade that moves, renames or changes Captum's rule table must fail here, not shift path values."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    assert list(inspect.signature(approximation_parameters).parameters) == ["method"]
+    for method, (alphas, step_sizes) in KNOWN_RULES.items():
+        step_sizes_of, alphas_of = approximation_parameters(method)
+        # 1e-6: some rules are computed in float32; a changed rule moves points by far more.
+        assert [float(a) for a in alphas_of(4)] == pytest.approx(alphas, abs=1e-6), method
+        assert [float(w) for w in step_sizes_of(4)] == pytest.approx(step_sizes, abs=1e-6), method
+        assert captum_alphas(method, 4) == tuple(float(a) for a in alphas_of(4))
+        assert all(type(a) is float for a in captum_alphas(method, 4))
+
+
+class _Recorder:
+    """A forward function that keeps its calls the way PathForward does."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight, self.calls = weight, []
+
+    def __call__(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = torch.tanh(x.flatten(1) @ self.weight) + v @ self.weight[: v.shape[1]]
+        self.calls.append(_Call(torch.is_grad_enabled(), (x.detach(), v.detach()), None, out.detach()))
+        return out
+
+
+@pytest.mark.parametrize("method", sorted(KNOWN_RULES))
+@pytest.mark.parametrize("internal_batch_size", [None, 3, 7])
+def test_captum_evaluates_the_points_captum_alphas_names_node_after_node(method, internal_batch_size):
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(3, 2, 4, generator=g), torch.randn(3, 5, generator=g))
+    baselines = (torch.randn(3, 2, 4, generator=g), torch.zeros(3, 5))
+    forward = _Recorder(torch.randn(8, 4, generator=g))
+    IntegratedGradients(forward).attribute(
+        inputs, baselines=baselines, target=[0, 1, 3], n_steps=5, method=method, internal_batch_size=internal_batch_size
+    )
+    alphas = captum_alphas(method, 5)
+    check_path_rows(forward.calls, inputs, baselines, alphas)  # passes: Captum's layout is the expected one
+    with pytest.raises(RuntimeError, match="incompatible Captum"):
+        check_path_rows(forward.calls, inputs, baselines, alphas[::-1])
+    case_major = [_Call(True, tuple(t.reshape(5, 3, *t.shape[1:]).transpose(0, 1).reshape(t.shape) for t in
+                                    (torch.cat([c.path_inputs[i] for c in forward.calls]) for i in range(2))), None,
+                        torch.zeros(0))]  # fmt: skip
+    with pytest.raises(RuntimeError, match="incompatible Captum"):
+        check_path_rows(case_major, inputs, baselines, alphas)
+    with pytest.raises(RuntimeError, match="with gradients"):
+        no_gradients = [_Call(False, c.path_inputs, None, c.outputs) for c in forward.calls]
+        check_path_rows(no_gradients, inputs, baselines, alphas)
+
+
+def test_convergence_delta_is_captums_own_to_the_bit():
+    g = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(4, 2, 4, generator=g), torch.randn(4, 5, generator=g))
+    baselines = (torch.randn(4, 2, 4, generator=g), torch.zeros(4, 5))
+    forward = _Recorder(torch.randn(8, 4, generator=g))
+    targets = torch.tensor([0, 1, 3, 2])
+    ig = IntegratedGradients(forward)
+    attributions, delta = ig.attribute(
+        inputs, baselines=baselines, target=targets.tolist(), n_steps=6, return_convergence_delta=True
+    )
+    with torch.no_grad():
+        at_input, at_baseline = forward(*inputs), forward(*baselines)
+    ours = convergence_delta(attributions, at_input, at_baseline, targets)
+    assert ours.dtype == torch.float64 and torch.equal(ours, delta.double())
+    assert not math.isclose(float(ours.abs().max()), 0.0)  # a real gap, so equality says something
