@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from deq_core.engine import load_model  # noqa: E402
 from deq_core.data import load_dataset  # noqa: E402
 from deq_core.data import (  # noqa: E402
-    CLASS_NAMES,
+    inspection,
     IDEAL_MODALITIES,
     InspectionCase,
     ideal_posteriors,
@@ -104,7 +104,7 @@ def summarise(
         if not agrees:
             largest, smallest = deletion_pair(shapley)
             names = shapley.modality_names
-            disagreements[f"{CLASS_NAMES[case.label]}: {names[largest]} > {names[smallest]}"] += 1
+            disagreements[f"{inspection.CLASS_NAMES[case.label]}: {names[largest]} > {names[smallest]}"] += 1
             near_ties += deletion_near_tie(shapley)
     log_loss = -np.log(np.clip(truth, 1e-12, None)).mean(axis=0)
     return DeletionCeiling(

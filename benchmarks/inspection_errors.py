@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from deq_core.engine import load_model  # noqa: E402
 from deq_core.data import MultimodalDataset, load_dataset  # noqa: E402
-from deq_core.data import CLASS_NAMES, CaseEvidence, inspection_cases  # noqa: E402
+from deq_core.data import CaseEvidence, inspection, inspection_cases  # noqa: E402
 from deq_core.evaluate import predict  # noqa: E402
 from deq_core.engine import FusionModel  # noqa: E402
 
@@ -36,7 +36,7 @@ def error_evidence(model: FusionModel, data: MultimodalDataset, evidence: list[C
     errors = Counter()
     for i in (~predictions.correct).nonzero()[0]:
         shows = evidence[i]
-        errors[(CLASS_NAMES[predictions.labels[i]], CLASS_NAMES[predictions.predicted[i]],
+        errors[(inspection.CLASS_NAMES[predictions.labels[i]], inspection.CLASS_NAMES[predictions.predicted[i]],
                 shows.photo, shows.sensors, shows.note, shows.note_about)] += 1  # fmt: skip
     return errors
 
@@ -52,7 +52,7 @@ def photo_head_means(
     means = {}
     for kind in sorted(set(kinds)):
         rows = torch.tensor([k == kind for k in kinds])
-        means[kind] = {name: float(p) for name, p in zip(CLASS_NAMES, probabilities[rows].mean(dim=0))}
+        means[kind] = {name: float(p) for name, p in zip(inspection.CLASS_NAMES, probabilities[rows].mean(dim=0))}
     return means
 
 

@@ -23,7 +23,7 @@ _ENGINE, _EXPLAIN = "deq_core.engine", "deq_core.explain"
 # name -> module, or (module, attribute) where the public name differs
 _EXPORTS: dict[str, str | tuple[str, str]] = {
     # one case and the lens on one model
-    "Case": "deq_core.case", "Inputs": "deq_core.case", "MissingInputs": "deq_core.case",
+    "Case": "deq_core.case", "Inputs": _ENGINE, "MissingInputs": "deq_core.case",
     "Provenance": "deq_core.case", "UploadError": "deq_core.case", "absent_input": "deq_core.case",
     "batch_of_one": "deq_core.case", "Decision": "deq_core.lens", "Lens": "deq_core.lens",
     # the engine

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from deq_core.engine.modality import Modality
+from deq_core.engine.modality import Inputs, Modality
 
 if TYPE_CHECKING:  # pragma: no cover
     from deq_core.data import MultimodalDataset
     from deq_core.explain.corrupt import CorruptionSpec
 
-Inputs = tuple[torch.Tensor, ...]
-"""One tensor per modality, in the model's modality order."""
+CaseInputs = tuple[torch.Tensor, ...]
+"""A case's inputs as stored: one ``(1, *shape)`` CPU tensor per modality (``Inputs`` is what functions accept)."""
 
 UPLOAD_PREFIX = "upload-"
 SOURCES = ("dataset", "upload", "variant")
@@ -50,7 +50,7 @@ def absent_input(mean: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mean.to(device=like.device, dtype=like.dtype).expand_as(like).clone()
 
 
-def batch_of_one(modalities: Sequence[Modality], inputs: Sequence[torch.Tensor]) -> Inputs:
+def batch_of_one(modalities: Sequence[Modality], inputs: Inputs) -> CaseInputs:
     """One case's inputs, each given with or without its batch dimension of 1, as ``(1, *shape)`` CPU tensors.
 
     Raises ValueError naming the modality when the count or a shape does not fit.
@@ -158,7 +158,7 @@ class Case:
     """
 
     key: str
-    inputs: Inputs
+    inputs: CaseInputs
     label: int | None = None
     texts: Mapping[str, str] = field(default_factory=dict)
     provenance: Provenance = field(default_factory=lambda: Provenance("dataset"))

@@ -34,7 +34,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from deq_core.engine import ModelConfig  # noqa: E402
-from deq_core.data import CLASS_NAMES, generate_inspection, inspection_cases  # noqa: E402
+from deq_core.data import generate_inspection, inspection, inspection_cases  # noqa: E402
 from deq_core.engine import EncoderSettings  # noqa: E402
 from deq_core.engine import build_model  # noqa: E402
 
@@ -89,7 +89,7 @@ def note_symbol(case) -> str:
 
 
 class PhotoNet(nn.Module):
-    def __init__(self, out: int = len(CLASS_NAMES)):
+    def __init__(self, out: int = len(inspection.CLASS_NAMES)):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
