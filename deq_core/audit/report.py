@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deq_core.case import batch_of_one
+
 from deq_core.audit.hashing import embed_tensor, json_sha256, tensor_sha256
 from deq_core.audit.html import plain_summary, render_html
 from deq_core.audit.log import AuditLog
@@ -172,14 +174,6 @@ def run_explanation(model: FusionModel, inputs: Sequence[torch.Tensor], texts, s
                         solver=settings.solver)  # fmt: skip
 
 
-def _as_batch_of_one(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    out = []
-    for m, x in zip(model.config.modalities, inputs):
-        x = torch.as_tensor(x).detach().cpu()
-        out.append(x.unsqueeze(0) if x.dim() == len(m.shape) else x)
-    return tuple(out)
-
-
 def model_inputs(model: FusionModel, inputs: Sequence[torch.Tensor], case_id: str, corruption: CorruptionSet | None):
     """What the model sees: ``inputs`` with ``corruption`` applied, keyed by the case id (as the lab does)."""
     if corruption is None or len(corruption) == 0:
@@ -219,7 +213,7 @@ def build_report(
     settings = settings or ReportSettings()
     folder = Path(model_folder)
     config = model.config
-    original = _as_batch_of_one(model, inputs)
+    original = batch_of_one(model.config.modalities, inputs)
     seen = model_inputs(model, original, case_id, corruption)
     if explanation is None:
         explanation = run_explanation(model, seen, texts, settings)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from captum.attr import IntegratedGradients
 
+from deq_core.case import absent_input as absent
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.modality import Inputs, Modality
 from deq_core.engine.model import FusionModel
@@ -86,8 +87,7 @@ def _zero(model: FusionModel, index: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def _training_mean(model: FusionModel, index: int, x: torch.Tensor) -> torch.Tensor:
-    mean = model.input_means()[index].to(x.device)
-    return mean.to(x.dtype).expand_as(x).clone()  # text: zeros, all padding
+    return absent(model.input_means()[index], x)  # the one absent-input rule; text: zeros, all padding
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

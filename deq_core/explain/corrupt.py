@@ -49,6 +49,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from deq_core.case import absent_input as absent
 from deq_core.engine.modality import KINDS, Modality
 from deq_core.engine.text import words
 
@@ -226,8 +227,8 @@ def describe_corruption(modality_kind: str, kind: str) -> str:
 
 @_register("drop", "image", "timeseries", "vector")
 def _drop(x, severity, context):
-    """The whole input replaced by the training mean: the modality is missing."""
-    return context.mean.expand_as(x).clone()
+    """The whole input replaced by the training mean: the modality is missing (``deq_core.case.absent_input``)."""
+    return absent(context.mean, x)
 
 
 @_register("drop_zero", "image", "timeseries", "vector")

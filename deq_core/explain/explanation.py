@@ -158,15 +158,13 @@ class Explanation:
 
 
 def _one_case(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """Accept one case with or without its batch dimension of 1."""
-    shaped = []
-    for m, x in zip(model.config.modalities, inputs):
-        x = torch.as_tensor(x)
-        shaped.append(x.unsqueeze(0) if x.dim() == len(m.shape) else x)
-    x = case_batch(model, shaped)
-    if x[0].shape[0] != 1:
-        raise ValueError(f"explain_case takes one case, got a batch of {x[0].shape[0]}")
-    return x
+    """Accept one case with or without its batch dimension of 1 (``deq_core.case.batch_of_one``)."""
+    from deq_core.case import batch_of_one
+
+    shaped = [torch.as_tensor(x) for x in inputs]
+    if len(shaped) == model.n_modalities and shaped[0].dim() > len(model.config.modalities[0].shape) and shaped[0].shape[0] != 1:
+        raise ValueError(f"explain_case takes one case, got a batch of {shaped[0].shape[0]}")
+    return case_batch(model, batch_of_one(model.config.modalities, shaped))
 
 
 def explain_case(

@@ -25,6 +25,7 @@ import torch
 from captum.attr import FeatureAblation
 
 from deq_core.explain.attribution import SolveSummary, case_batch, evaluation_mode, summarise_solves, target_classes
+from deq_core.case import absent_input as absent
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.modality import Inputs
 from deq_core.engine.model import FusionModel
@@ -36,11 +37,10 @@ VALUE = "probability"
 def absent_input(model: FusionModel, modality: int, x: torch.Tensor) -> torch.Tensor:
     """Modality ``modality`` of the cases ``x: (b, *shape)`` made absent: the training mean, broadcast.
 
-    Must equal the "drop" corruption with the mean fill (``deq_core.explain.corrupt``); it
-    lives here so the explanation does not depend on the corruption module.
+    The one rule (``deq_core.case.absent_input``), which the "drop" corruption, uploads
+    with a missing input and the training-mean IG baseline follow too.
     """
-    mean = model.input_means()[modality].to(device=x.device, dtype=x.dtype)  # text: zeros, all padding
-    return mean.expand_as(x).clone()
+    return absent(model.input_means()[modality], x)  # text: zeros, all padding
 
 
 def coalition_masks(n_modalities: int) -> torch.Tensor:
