@@ -19,6 +19,11 @@ UPLOADS = {  # file -> (uploader key, mime type, message fragment)
     "sensors_text.csv": ("upload_sensors", "text/csv", "not a number"),
     "sensors_wrong_shape.csv": ("upload_sensors", "text/csv", "expected 128"),
     "sensors_binary.csv": ("upload_sensors", "text/csv", "not UTF-8"),
+    "sensors_semicolon.csv": ("upload_sensors", "text/csv", "looks ';'-separated"),
+}
+NOTED = {  # file -> (uploader key, mime type, fragment of the st.info the page shows)
+    "jpeg_renamed.png": ("upload_photo", "image/png", "is a JPEG image although its name ends in .png"),
+    "rgb.png": ("upload_photo", "image/png", "RGB colour image converted to grayscale"),
 }
 
 
@@ -69,3 +74,28 @@ def test_a_missing_input_is_named_and_can_be_treated_as_dropped(upload_page):
     at.checkbox(key="upload_drop_missing").uncheck().run()
     at.text_area(key="upload_note").input("").run()
     assert not at.exception
+
+
+@pytest.mark.parametrize("name", sorted(NOTED))
+def test_a_converted_upload_is_accepted_and_the_page_says_what_was_converted(upload_page, name):
+    at = upload_page
+    key, mime, fragment = NOTED[name]
+    at.file_uploader(key=key).set_value((name, (CORPUS / name).read_bytes(), mime)).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    notes = [i.value for i in at.info if fragment in i.value]
+    assert notes and notes[0].startswith(f"photo ({name}): "), [i.value for i in at.info]
+    at.file_uploader(key=key).set_value(None).run()
+    assert not any(fragment in i.value for i in at.info)
+
+
+def test_an_upload_over_the_size_limit_is_refused_on_the_page(upload_page):
+    at = upload_page
+    from app.widgets import UPLOAD_LIMIT_MB
+
+    big = bytes(UPLOAD_LIMIT_MB * 2**20 + 1)
+    at.file_uploader(key="upload_sensors").set_value(("big.csv", big, "text/csv")).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("sensors (big.csv)" in e and f"over the {UPLOAD_LIMIT_MB} MB limit" in e for e in errors), errors
+    at.file_uploader(key="upload_sensors").set_value(None).run()
+    assert not at.error
