@@ -37,7 +37,8 @@ from deq_core.lens import Decision, Lens
 
 _LAZY_NAMES = ("RobustnessReport", "robustness_sweep", "DEFAULT_TOLERANCES", "compare_predictions",
                "DecisionReport", "ReportSettings", "build_report", "log_report", "verify_report", "HTML_NAME",
-               "JSON_NAME", "AuditLog", "default_audit_url", "ranking_sentence")  # fmt: skip
+               "JSON_NAME", "AuditLog", "default_audit_url", "ranking_sentence",
+               "record_sha256", "render_html")  # fmt: skip
 
 __all__ = [
     "DEFAULT_STEPS", "describe_corruption", "token_strings", *_LAZY_NAMES,
@@ -72,6 +73,8 @@ _LAZY = {
     "AuditLog": "deq_core.audit.log",
     "default_audit_url": ("deq_core.audit.log", "default_url"),
     "ranking_sentence": "deq_core.explain.ideal",
+    "record_sha256": "deq_core.audit.report",
+    "render_html": "deq_core.audit.report",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -99,3 +101,55 @@ def test_an_upload_over_the_size_limit_is_refused_on_the_page(upload_page):
     assert any("sensors (big.csv)" in e and f"over the {UPLOAD_LIMIT_MB} MB limit" in e for e in errors), errors
     at.file_uploader(key="upload_sensors").set_value(None).run()
     assert not at.error
+
+
+# --------------------------------------------------------------------------- the audit log: tampered reports, wildcards
+
+@pytest.fixture()
+def audit_page(tmp_path):
+    from deq_core import AuditLog, record_sha256
+
+    url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    log = AuditLog(url)
+    for case_id in ("insp_1", "inspx1", "100%", "1000"):
+        record = {"case_id": case_id, "prediction": {"class": "ok"}}
+        record["report_sha256"] = record_sha256(record)
+        folder = tmp_path / case_id.replace("%", "pct")
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps(record), encoding="utf-8")
+        log.append(model_name="inspection-deq", model_checksum="0" * 64, case_id=case_id, prediction="ok",
+                   report_sha256=record["report_sha256"], report_path=str(folder / "report.json"),
+                   summary={"plain": f"summary of {case_id}"}, source="cli")  # fmt: skip
+    previous = apply_environment({**app_environment(tiny_models(), tmp_path), "DEQ_LENS_AUDIT_DB": url})
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.switch_page("pages/audit_log.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    yield at, tmp_path
+    restore_environment(previous)
+
+
+def test_the_audit_filter_takes_percent_and_underscore_literally(audit_page):
+    at, _ = audit_page
+    for typed, expected in (("_", ["insp_1"]), ("%", ["100%"]), ("insp", ["inspx1", "insp_1"])):
+        at.text_input(key="audit_case").input(typed).run()
+        assert not at.exception
+        assert list(at.dataframe[0].value["case"]) == expected, typed
+
+
+def test_a_report_file_changed_after_it_was_logged_is_not_shown(audit_page):
+    at, root = audit_page
+    path = root / "1000" / "report.json"
+    record = json.loads(path.read_text())
+    record["prediction"]["class"] = "crack"  # edited after recording; its own hash field left as it was
+    path.write_text(json.dumps(record), encoding="utf-8")
+    at.text_input(key="audit_case").input("1000").run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("does not match the log" in e and str(path) in e for e in errors), errors
+    assert not at.toggle and not at.download_button  # nothing of the changed file is offered
+    path.write_text("{not json", encoding="utf-8")
+    at.run()
+    assert any("cannot be read" in e.value for e in at.error)
+    path.unlink()
+    at.run()
+    assert not at.error and any("no longer on disk" in c.value for c in at.caption)
