@@ -153,3 +153,58 @@ def test_a_report_file_changed_after_it_was_logged_is_not_shown(audit_page):
     path.unlink()
     at.run()
     assert not at.error and any("no longer on disk" in c.value for c in at.caption)
+
+
+# --------------------------------------------------------------------------- "Another folder…": only under the models root
+
+@pytest.fixture()
+def outside_model(tmp_path):
+    """A copy of a tiny model outside the models root, and the app started without the allowance."""
+    import shutil
+
+    outside = tmp_path / "elsewhere" / "inspection-early"
+    shutil.copytree(tiny_models() / "inspection-early", outside)
+    previous = apply_environment({**app_environment(tiny_models(), tmp_path), "DEQ_LENS_ALLOW_ANY_FOLDER": ""})
+    yield outside
+    restore_environment(previous)
+
+
+def _open_folder(path) -> AppTest:
+    # AppTest reruns only the page script of an st.navigation app, so the sidebar is driven on a first run.
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.session_state["model_choice"] = "Another folder…"
+    at.session_state["model_path"] = str(path)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_a_folder_outside_the_models_root_is_refused_and_the_sidebar_says_how_to_allow_it(outside_model):
+    at = _open_folder(outside_model)
+    errors = [e.value for e in at.sidebar.error]
+    assert any("Only model folders under" in e and "DEQ_LENS_ALLOW_ANY_FOLDER=1" in e for e in errors), errors
+    assert "model_folder" not in at.session_state
+    at = _open_folder("/etc")  # nothing about what is there: the same refusal, not "no config.json"
+    assert any("Only model folders under" in e.value for e in at.sidebar.error)
+    at = _open_folder(tiny_models() / "inspection-late")  # inside the root: opened
+    assert not at.sidebar.error and at.session_state["model_folder"].endswith("inspection-late")
+
+
+def test_with_the_operators_allowance_a_folder_anywhere_is_opened(outside_model):
+    previous = apply_environment({"DEQ_LENS_ALLOW_ANY_FOLDER": "1"})
+    try:
+        at = _open_folder(outside_model)
+        assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+        assert at.session_state["model_folder"] == str(outside_model.resolve())
+    finally:
+        restore_environment(previous)
+
+
+def test_the_server_listens_on_this_machine_only_and_takes_uploads_a_little_over_the_apps_limit():
+    import tomllib
+
+    from app.widgets import UPLOAD_LIMIT_MB
+
+    server = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["address"] == "127.0.0.1"
+    assert server["maxUploadSize"] > UPLOAD_LIMIT_MB  # so the page, not only the file chip, can refuse
