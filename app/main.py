@@ -21,7 +21,20 @@ import torch  # noqa: E402
 from app import resources  # noqa: E402
 from deq_core import ModelLoadError  # noqa: E402
 
-st.set_page_config(page_title="DEQ Fusion Lens", page_icon=":material/all_inclusive:", layout="wide")
+def page_icon():
+    """The tab's icon, drawn here: a ``:material/...:`` page icon is fetched from fonts.gstatic.com,
+    which an offline machine cannot reach (and should not be asked to). Served by this server."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 61, 61), radius=14, fill="#1f6f8b")
+    for box in ((10, 20, 34, 44), (30, 20, 54, 44)):  # two rings: the fixed point's loop
+        draw.ellipse(box, outline="white", width=5)
+    return icon
+
+
+st.set_page_config(page_title="DEQ Fusion Lens", page_icon=page_icon(), layout="wide")
 
 if os.environ.get("DEQ_LENS_THREADS"):
     torch.set_num_threads(int(os.environ["DEQ_LENS_THREADS"]))
