@@ -21,12 +21,39 @@ import torch  # noqa: E402
 from app import resources  # noqa: E402
 from deq_core import ModelLoadError  # noqa: E402
 
-st.set_page_config(page_title="DEQ Fusion Lens", page_icon=":material/all_inclusive:", layout="wide")
+def page_icon():
+    """The tab's icon, drawn here: a ``:material/...:`` page icon is fetched from fonts.gstatic.com,
+    which an offline machine cannot reach (and should not be asked to). Served by this server."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 61, 61), radius=14, fill="#1f6f8b")
+    for box in ((10, 20, 34, 44), (30, 20, 54, 44)):  # two rings: the fixed point's loop
+        draw.ellipse(box, outline="white", width=5)
+    return icon
+
+
+st.set_page_config(page_title="DEQ Fusion Lens", page_icon=page_icon(), layout="wide")
 
 if os.environ.get("DEQ_LENS_THREADS"):
     torch.set_num_threads(int(os.environ["DEQ_LENS_THREADS"]))
 
 OTHER = "Another folder…"
+# Any folder on the server's disk may be loaded only when the operator says so: the app
+# may be served to others (docs/security.md), and a path box should not read the whole disk.
+ALLOW_ANY_FOLDER = "DEQ_LENS_ALLOW_ANY_FOLDER"
+
+
+def folder_refusal(path: str, root: Path) -> str | None:
+    """Why the typed ``path`` may not be loaded, or None: inside the models root, or any folder when allowed."""
+    if os.environ.get(ALLOW_ANY_FOLDER, "").strip() == "1":
+        return None
+    folder, root = Path(path).expanduser().resolve(), root.expanduser().resolve()
+    if folder == root or root in folder.parents:
+        return None
+    return (f"Only model folders under {root} can be opened here. To open folders anywhere on this server, "
+            f"start the app with {ALLOW_ANY_FOLDER}=1 (docs/security.md), or set DEQ_LENS_MODELS.")
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
@@ -39,7 +66,10 @@ PAGES = [
 
 
 def choose_model() -> resources.ModelEntry | None:
-    """Sidebar: model under the models root (inspection DEQ by default) or any folder by path."""
+    """Sidebar: model under the models root (inspection DEQ by default) or a folder by path.
+
+    A typed path outside the models root is refused unless DEQ_LENS_ALLOW_ANY_FOLDER=1.
+    """
     root = resources.models_root()
     entries = resources.list_models(root)
     names = [e.name for e in entries]
@@ -52,11 +82,19 @@ def choose_model() -> resources.ModelEntry | None:
         help=f"Model folders found under {root} (set DEQ_LENS_MODELS to look elsewhere).",
     )  # fmt: skip
     if choice == OTHER:
-        path = st.sidebar.text_input("Model folder", key="model_path", placeholder="/path/to/inspection-deq",
-                                     help="A folder written by `python -m deq_core.train`.")  # fmt: skip
+        anywhere = os.environ.get(ALLOW_ANY_FOLDER, "").strip() == "1"
+        path = st.sidebar.text_input(
+            "Model folder", key="model_path", placeholder=str(root / "inspection-deq"),
+            help="A folder written by `python -m deq_core.train`"
+            + ("." if anywhere else f", under {root} (set {ALLOW_ANY_FOLDER}=1 to allow any folder)."),
+        )  # fmt: skip
         if not path:
             if not entries:
                 st.sidebar.warning(f"No model folders under {root}.")
+            return None
+        refusal = folder_refusal(path, root)
+        if refusal:  # checked before the folder is looked at: the answer says nothing of what exists there
+            st.sidebar.error(refusal)
             return None
         try:
             return resources.model_entry(path)

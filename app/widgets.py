@@ -5,6 +5,19 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+# The app's own limit on one uploaded file. `server.maxUploadSize` (.streamlit/config.toml)
+# is set higher, so a file between the two reaches the page and is refused there in
+# words; over that one the browser refuses it and only the file chip can say so.
+UPLOAD_LIMIT_MB = 10
+
+
+def upload_size_problem(name: str, size: int, limit_mb: int = UPLOAD_LIMIT_MB) -> str | None:
+    """The sentence refusing a ``size``-byte upload over ``limit_mb`` megabytes, or None when it fits."""
+    if size <= limit_mb * 2**20:
+        return None
+    return (f"{name} is {size / 2**20:.1f} MB, over the {limit_mb} MB limit for one upload; "
+            "a case is a small picture, a sensor CSV and a note.")  # fmt: skip
+
 
 def table_with_download(frame: pd.DataFrame, key: str, file_name: str, column_config: dict | None = None,
                         height: int | str = "auto") -> None:

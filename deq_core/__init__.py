@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "JSON_NAME": "deq_core.audit", "ReportRecord": "deq_core.audit", "ReportSettings": "deq_core.audit",
     "ReportVerification": "deq_core.audit", "build_report": "deq_core.audit", "log_report": "deq_core.audit",
     "verify_report": "deq_core.audit", "default_audit_url": ("deq_core.audit", "default_url"),
+    "record_sha256": "deq_core.audit", "render_html": "deq_core.audit",
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)

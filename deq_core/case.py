@@ -126,12 +126,18 @@ class MissingInputs(ValueError):
         super().__init__(f"missing: {', '.join(self.missing)}")
 
 
-def read_input(modality: Modality, content: bytes | str) -> torch.Tensor:
+def read_input(modality: Modality, content: bytes | str, notes: list[str] | None = None,
+               name: str | None = None) -> torch.Tensor:  # fmt: skip
     """One uploaded input as ``(1, *shape)``: text through the tokenizer, files through their kind's reader.
 
-    Raises ``deq_core.data.readers.InputError`` with the reason.
+    ``notes`` gets what the image reader converted (``name``: the file's name, to
+    tell a JPEG named ``.png``). Raises ``deq_core.data.readers.InputError`` with the reason.
     """
-    from deq_core.data.readers import READERS, text_to_tokens
+    from deq_core.data.readers import READERS, read_image, text_to_tokens
+
+    if modality.kind == "image":
+        content = content.encode() if isinstance(content, str) else content
+        return read_image(content, modality, notes, name)[None]
 
     if modality.kind == "text":
         text = content.decode("utf-8") if isinstance(content, bytes) else content
@@ -191,6 +197,7 @@ class Case:
         contents: Mapping[str, bytes | str | None],
         means: Sequence[torch.Tensor] | None = None,
         file_names: Mapping[str, str] | None = None,
+        notes: list[str] | None = None,
     ) -> "Case":
         """A case from what a person uploaded: file bytes per modality, text for text modalities.
 
@@ -200,6 +207,8 @@ class Case:
                 stands at its mean (``absent_input``), recorded in the provenance and the key.
                 None: a missing input raises ``MissingInputs``.
             file_names: shown in the problems (``photo (part.png): ...``).
+            notes: when given, gets what was converted to read an input (a JPEG named
+                ``.png``, a colour photo made grayscale), named as the problems are.
 
         Raises:
             UploadError: some inputs cannot be read (every problem is listed).
@@ -217,13 +226,16 @@ class Case:
                 read.append(None)
                 missing.append(m.name)
                 continue
+            where = f"{m.name} ({file_names[m.name]})" if m.name in file_names else m.name
+            found: list[str] = []
             try:
-                read.append(read_input(m, content))
+                read.append(read_input(m, content, found, file_names.get(m.name)))
             except InputError as error:
-                where = f"{m.name} ({file_names[m.name]})" if m.name in file_names else m.name
                 problems.append(f"{where}: {error}")
                 read.append(None)
                 continue
+            if notes is not None:
+                notes.extend(f"{where}: {note}" for note in found)
             parts.append(content)
             if m.kind == "text":
                 texts[m.name] = content if isinstance(content, str) else content.decode("utf-8")

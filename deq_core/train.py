@@ -5,6 +5,9 @@
 Model selection uses the validation split only (the reference script chose its
 best checkpoint on the test set; we do not). Nothing is written until training
 has finished, and the folder is written atomically.
+
+``--out`` is checked before any data is loaded: a folder holding anything but a
+model is never written over, and a model folder is replaced only with ``--force``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import platform
 import random
 import sys
@@ -30,7 +34,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from deq_core.engine.checkpoint import resolve_device, save_model
+from deq_core.engine.checkpoint import CHECKSUMS, CONFIG, WEIGHTS, resolve_device, save_model
 from deq_core.engine.config import ARCHITECTURES, ModelConfig, SolverSettings
 from deq_core.data import MultimodalDataset, load_dataset
 from deq_core.engine.encoders import EncoderSettings
@@ -348,12 +352,92 @@ def curves_csv(records: list[EpochRecord]) -> str:
     return buffer.getvalue()
 
 
+# What save_model writes for train: a model folder holding only these is safe to replace.
+MODEL_FILES = frozenset({WEIGHTS, CONFIG, CHECKSUMS, "metrics.json", "curves.csv"})
+
+
+class OutFolderError(ValueError):
+    """``--out`` names a place where writing the model would lose someone's files."""
+
+
+def check_out_folder(out: str | Path, force: bool = False) -> Path:
+    """The absolute folder ``--out`` names, once it is safe to write a model there.
+
+    Called before training, so a refusal costs nothing, and again just before
+    writing, in case the folder changed meanwhile. ``.`` and ``..`` resolve to the
+    folder they name (``Path(".").name`` is empty, which save_model cannot use).
+    Refused: a file; a non-empty folder that is not a model folder (config.json
+    and weights.safetensors), whatever the flags; a model folder holding files
+    this command would not write again (they would be lost); a model folder
+    without ``force``; a model folder that is (or holds) the working directory,
+    whose replacement would delete the shell's folder. An empty folder is accepted.
+    """
+    folder = Path(out).expanduser().resolve()
+    if not folder.name:
+        raise OutFolderError(f"--out {out}: cannot write a model folder at the file system root")
+    if not folder.exists():
+        if folder.is_symlink():
+            raise OutFolderError(f"--out {out}: is a broken symbolic link")
+        return folder
+    if not folder.is_dir():
+        raise OutFolderError(f"--out {out}: {folder} is a file, not a folder; choose a new folder name")
+    entries = sorted(entry.name for entry in folder.iterdir())
+    if not entries:
+        return folder
+    if not {CONFIG, WEIGHTS} <= set(entries):
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise OutFolderError(
+            f"--out {out}: {folder} is not empty and is not a model folder (it holds {shown}); "
+            "nothing was written. Choose a new or empty folder."
+        )
+    foreign = [name for name in entries if name not in MODEL_FILES or not (folder / name).is_file()]
+    if foreign:
+        raise OutFolderError(
+            f"--out {out}: {folder} holds a model and also {', '.join(foreign)}, which replacing it "
+            "would delete; move them out first, or choose a new folder."
+        )
+    if not force:
+        raise OutFolderError(f"--out {out}: {folder} already holds a model; add --force to replace it")
+    cwd = Path.cwd().resolve()
+    if cwd == folder or folder in cwd.parents:
+        raise OutFolderError(
+            f"--out {out}: {folder} holds a model and the current directory; replacing it would leave "
+            f"this shell in a deleted folder. Run from {folder.parent} with --out {folder.name} --force."
+        )
+    return folder
+
+
+def write_model_folder(model: FusionModel, folder: Path, extra_files: dict[str, str]) -> Path:
+    """Write the model to ``folder`` (checked by check_out_folder): complete beside it, then renamed into place.
+
+    save_model writes a temporary sibling folder and renames it over ``folder``,
+    removing the old one only after the new one is complete. When ``folder`` is the
+    working directory (or holds it) that rename would leave the shell in a deleted
+    folder, so the complete sibling's files are moved into it one by one instead
+    (only an empty folder gets here: check_out_folder refuses replacing a model there).
+    """
+    cwd = Path.cwd().resolve()
+    if not (folder.exists() and (cwd == folder or folder in cwd.parents)):
+        return save_model(model, folder, extra_files=extra_files)
+    staging = save_model(model, folder.with_name(f".{folder.name}-staging-{os.getpid()}"), extra_files=extra_files)
+    try:
+        for name in sorted(os.listdir(staging), key=lambda n: n == CHECKSUMS):  # checksums last: loadable once complete
+            os.replace(staging / name, folder / name)
+    finally:
+        for leftover in staging.iterdir() if staging.exists() else ():
+            leftover.unlink()
+        if staging.exists():
+            staging.rmdir()
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     defaults = TrainingSettings()
     parser = argparse.ArgumentParser(prog="python -m deq_core.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="handwritten, inspection, or a dataset folder")
     parser.add_argument("--model", required=True, choices=ARCHITECTURES)
-    parser.add_argument("--out", required=True, type=Path, help="model folder to write")
+    parser.add_argument("--out", required=True, type=Path, help="model folder to write (new, empty, or a model with --force)")
+    parser.add_argument("--force", action="store_true", help="replace --out when it already holds a model")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     for field in dataclasses.fields(TrainingSettings):
         default = getattr(defaults, field.name)
@@ -368,15 +452,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     settings = TrainingSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingSettings)})
     try:
+        check_out_folder(args.out, args.force)  # before training: a refusal must not cost a training run
         model, records, metrics = train_model(args.dataset, args.model, settings, args.device, not args.quiet)
+        out = check_out_folder(args.out, args.force)  # again: the folder may have changed while training
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    folder = save_model(
-        model,
-        args.out,
-        extra_files={"metrics.json": json.dumps(metrics, indent=2) + "\n", "curves.csv": curves_csv(records)},
-    )
+    extra_files = {"metrics.json": json.dumps(metrics, indent=2) + "\n", "curves.csv": curves_csv(records)}
+    folder = write_model_folder(model, out, extra_files)
     print(f"wrote {folder} (best epoch {metrics['best_epoch']}, val accuracy {metrics['val_accuracy']:.4f})")
     return 0
 

@@ -336,3 +336,80 @@ def test_unimodal_loss_is_zero_when_every_supervised_modality_was_dropped():
     heads = nn.ModuleList(nn.Linear(4, 3) for _ in range(2))
     loss = unimodal_loss(heads, torch.randn(3, 2, 4), torch.tensor([0, 1, 2]), dropped=torch.ones(3, 2, dtype=torch.bool))
     assert loss.item() == 0.0
+
+
+# ----------------------------------------------------------------------------- --out never loses files
+
+TINY_TRAIN = ["--dataset", "handwritten", "--model", "early", "--epochs", "1", "--width", "32", "--quiet"]
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained although --out was going to be refused")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_refuses_a_folder_that_is_not_a_model_before_training_even_with_force(tmp_path, capsys, monkeypatch):
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "thesis.txt").write_text("x")
+    before = _snapshot(precious)
+    monkeypatch.setattr("deq_core.train.train_model", _no_training)
+    for extra in ([], ["--force"]):
+        assert train_main([*TINY_TRAIN, "--out", str(precious), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is not empty and is not a model folder" in err and "thesis.txt" in err and "Traceback" not in err
+    assert _snapshot(precious) == before and (precious / "sub").is_dir()
+    (tmp_path / "afile").write_text("keep")
+    assert train_main([*TINY_TRAIN, "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_out_dot_is_resolved_refused_when_not_empty_and_written_into_when_empty(tmp_path, capsys, monkeypatch):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.md").write_text("mine")
+    monkeypatch.chdir(busy)
+    assert train_main([*TINY_TRAIN, "--out", "."]) == 2
+    assert f"{busy} is not empty and is not a model folder" in capsys.readouterr().err
+    assert (busy / "notes.md").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert train_main([*TINY_TRAIN, "--out", "."]) == 0
+    assert f"wrote {empty}" in capsys.readouterr().out
+    assert load_model(Path(".")).config.dataset == "handwritten"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "empty"]  # no staging folder left beside it
+    assert train_main([*TINY_TRAIN, "--out", ".", "--force"]) == 2  # replacing the folder the shell is in
+    assert f"Run from {tmp_path} with --out empty --force" in capsys.readouterr().err
+
+
+def test_a_model_folder_is_replaced_only_with_force_and_only_once_the_new_one_is_complete(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "m"
+    assert train_main([*TINY_TRAIN, "--out", str(out)]) == 0
+    first = _snapshot(out)
+    assert train_main([*TINY_TRAIN, "--out", str(out), "--seed", "5"]) == 2
+    assert "already holds a model; add --force" in capsys.readouterr().err
+    assert _snapshot(out) == first
+
+    def broken_save(model, folder, extra_files=None):  # the new model fails half-way: the old one stays
+        staging = Path(folder).with_name(".m-broken")
+        staging.mkdir()
+        raise OSError("disk full")
+
+    monkeypatch.setattr("deq_core.train.save_model", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        train_main([*TINY_TRAIN, "--out", str(out), "--seed", "5", "--force"])
+    assert _snapshot(out) == first
+    monkeypatch.undo()
+    assert train_main([*TINY_TRAIN, "--out", str(out), "--seed", "5", "--force"]) == 0
+    second = _snapshot(out)
+    assert second["weights.safetensors"] != first["weights.safetensors"]
+    assert load_model(out).config.dataset == "handwritten"
+    (out / "report.pdf").write_text("somebody's report")
+    assert train_main([*TINY_TRAIN, "--out", str(out), "--force"]) == 2
+    assert "also report.pdf, which replacing it would delete" in capsys.readouterr().err
+    assert (out / "report.pdf").read_text() == "somebody's report"

@@ -7,10 +7,39 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-import streamlit.components.v1 as components
 
 from app.report_panel import audit_log
-from deq_core import HTML_NAME
+from deq_core import record_sha256, render_html
+
+
+def recorded_report(path: Path, recorded_sha256: str) -> tuple[dict | None, str]:
+    """The report file the log points at, if its content still hashes to what the log recorded.
+
+    Returns (record, "") when it matches, else (None, why): the file is gone, cannot
+    be read, or was changed after it was recorded. Both its own ``report_sha256``
+    field and the hash of its content must be the logged one.
+    """
+    if not path.is_file():
+        return None, "gone"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"The report file {path} cannot be read ({type(error).__name__}); it is not shown."
+    if not isinstance(record, dict):
+        return None, f"The report file {path} is not a report (a JSON object); it is not shown."
+    content = record_sha256(record)
+    if content != recorded_sha256 or record.get("report_sha256") != recorded_sha256:
+        return None, (f"The report file {path} does not match the log: its content hashes to `{content[:16]}…`, "
+                      f"the log recorded `{recorded_sha256[:16]}…`. It was changed after it was recorded, so it "
+                      "is not shown; the log's summary is below.")  # fmt: skip
+    return record, ""
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def report_page(record_json: str) -> str:
+    """The HTML page of a verified record, rendered from it (the HTML file beside it carries no hash of its own)."""
+    return render_html(json.loads(record_json))
+
 
 log = audit_log()
 st.title("Audit log")
@@ -44,16 +73,27 @@ chosen = st.selectbox("Open entry", [e.id for e in entries], key="audit_entry",
                       format_func=lambda i: next(f"#{e.id}: {e.case_id} → {e.prediction} ({e.model_name})" for e in entries if e.id == i))  # fmt: skip
 entry = next(e for e in entries if e.id == chosen)
 summary = json.loads(entry.summary or "{}")
-html_path = Path(entry.report_path).with_name(HTML_NAME) if entry.report_path else None
 st.markdown(f"**Report SHA-256** `{entry.report_sha256}` · model checksum `{entry.model_checksum[:16]}…`")
 if summary.get("plain"):
     st.markdown(f"> {summary['plain']}")
-if html_path is not None and html_path.is_file():
-    page = html_path.read_text(encoding="utf-8")
+record, problem = recorded_report(Path(entry.report_path), entry.report_sha256) if entry.report_path else (None, "gone")
+page = None
+if record is not None:
+    try:
+        page = report_page(json.dumps(record, sort_keys=True))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:  # hashes right, yet not a whole report
+        problem = (f"The report file {entry.report_path} matches the log's SHA-256 but is not a complete report "
+                   f"({type(error).__name__}: {error}); it cannot be shown.")  # fmt: skip
+if page is not None:
+    st.caption(f"The report file `{entry.report_path}` still hashes to the SHA-256 the log recorded.")
     st.download_button("Download this report (HTML)", page.encode(), file_name=f"{entry.case_id}-{entry.report_sha256[:8]}.html",
                        mime="text/html", key="audit_download", icon=":material/download:", on_click="ignore")  # fmt: skip
     if st.toggle("Show the report here", key="audit_show"):
-        components.html(page, height=900, scrolling=True)
+        # A sandboxed frame of its own, as the report is a whole page with its own scripts (plotly).
+        st.iframe(page, height=900)
 else:
-    st.caption("The report file is no longer on disk; the log keeps its summary and hash.")
+    if problem == "gone":
+        st.caption("The report file is no longer on disk; the log keeps its summary and hash.")
+    else:
+        st.error(problem, icon=":material/gpp_bad:")
     st.json(summary, expanded=False)

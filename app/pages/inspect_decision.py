@@ -8,7 +8,7 @@ import torch
 
 from app import frames, plots, resources
 from app.report_panel import report_panel
-from app.widgets import chart
+from app.widgets import UPLOAD_LIMIT_MB, chart, upload_size_problem
 from deq_core import BASELINES, DEFAULT_STEPS, Case, MissingInputs, ReportSettings, UploadError, token_strings, top_features
 
 LOW_CONFIDENCE = 0.6  # below this the decision is called unsure
@@ -55,7 +55,7 @@ else:
     st.caption("One file per input, checked against what the model expects. Nothing is resized or guessed.")
     per_line = 3 if len(config.modalities) > 4 else len(config.modalities)
     columns = [c for start in range(0, len(config.modalities), per_line) for c in st.columns(per_line)]
-    contents, file_names = {}, {}
+    contents, file_names, oversized = {}, {}, []
     for column, modality in zip(columns, config.modalities):
         with column:
             if modality.kind == "text":
@@ -70,16 +70,28 @@ else:
                 hint = f"CSV, header {', '.join(modality.feature_names) or 'channel names'}, {modality.shape[1]} rows"
             else:
                 hint = f"CSV with a header and one row, or .npy ({shape})"
-            upload = st.file_uploader(f"{modality.name} ({hint})", type=accept, key=f"upload_{modality.name}")
+            upload = st.file_uploader(f"{modality.name} ({hint})", type=accept, key=f"upload_{modality.name}",
+                                      help=f"At most {UPLOAD_LIMIT_MB} MB.")  # fmt: skip
             if upload is not None:
+                too_big = upload_size_problem(f"{modality.name} ({upload.name})", upload.size)
+                if too_big:
+                    oversized.append(too_big)
+                    continue
                 contents[modality.name], file_names[modality.name] = upload.getvalue(), upload.name
+    for problem in oversized:
+        st.error(problem)
+    if oversized:
+        st.stop()
+    notes: list[str] = []  # what was converted to read an input: said, never done silently
     try:
-        case = Case.from_upload(config.modalities, contents, file_names=file_names)
+        case = Case.from_upload(config.modalities, contents, file_names=file_names, notes=notes)
     except UploadError as error:
         for problem in error.problems:
             st.error(problem)
         st.stop()
     except MissingInputs as absent:
+        for note in notes:
+            st.info(note, icon=":material/info:")
         missing = absent.missing
         st.info(f"Missing: {', '.join(missing)}. Give every input, or let the model decide without them.")
         if len(missing) == len(config.modalities) or not st.checkbox(
@@ -91,6 +103,9 @@ else:
         case = Case.from_upload(config.modalities, contents, means=lens.model.input_means(), file_names=file_names)
         st.warning(f"Treated as dropped (training average): {', '.join(missing)}. "
                    "This decision is not the one the model would make with every input.")  # fmt: skip
+    else:
+        for note in notes:
+            st.info(note, icon=":material/info:")
     st.session_state["uploaded_case"] = {"model": entry.checksum, "case": case}
 
 solved = lens.decide(case)

@@ -8,6 +8,7 @@ appended to the ``AuditLog``. The modules by job: ``hashing``, ``record``,
 """
 
 from deq_core.audit.hashing import record_sha256, tensor_sha256
+from deq_core.audit.html import render_html
 from deq_core.audit.log import AuditLog, default_url
 from deq_core.audit.record import ReportRecord
 from deq_core.audit.report import HTML_NAME, JSON_NAME, DecisionReport, ReportSettings, build_report, log_report
@@ -16,5 +17,6 @@ from deq_core.audit.cli import main
 
 __all__ = [
     "AuditLog", "DecisionReport", "HTML_NAME", "JSON_NAME", "ReportRecord", "ReportSettings", "ReportVerification",
-    "build_report", "default_url", "log_report", "main", "record_sha256", "tensor_sha256", "verify_report",
+    "build_report", "default_url", "log_report", "main", "record_sha256", "render_html", "tensor_sha256",
+    "verify_report",
 ]

@@ -184,7 +184,7 @@ class AuditLog:
         if model_name:
             query = query.where(_entries.c.model_name == model_name)
         if case_id:
-            query = query.where(_entries.c.case_id.contains(case_id))
+            query = query.where(_entries.c.case_id.contains(case_id, autoescape=True))  # '%' and '_' are literal
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as connection:

@@ -20,7 +20,8 @@ folder (PNG/JPEG; CSV; CSV or .npy, read by ``readers.READERS``); a text cell is
 the text itself, or the path of a UTF-8 ``.txt`` file.
 
 Without a ``split`` column, each class's rows are split 70/15/15 at random with
-``seed``. Loading never writes anything. Every problem found is reported in one
+``seed``. Loading never writes anything. Every problem found (up to MAX_PROBLEMS
+bad files, every file stage at once) is reported in one
 ``DatasetError`` that names the manifest line, the column and the file.
 """
 
@@ -53,6 +54,8 @@ SPLIT_FRACTIONS = {"val": 0.15, "test": 0.15}  # the rest of each class is train
 DEFAULT_MAX_TOKENS = 32
 RESERVED_COLUMNS = ("id", "label", "split")
 MAX_PROBLEMS_SHOWN = 20
+# Reading stops after this many bad files: a folder of thousands of bad rows is reported in seconds.
+MAX_PROBLEMS = 200
 TEXT_FILE_SUFFIX = ".txt"
 _SAFE_FILE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -451,6 +454,8 @@ def load_folder(
         if m.kind == "text" and not given and modalities is None
     }
     vocabulary_rows = [i for i, s in enumerate(splits) if s == "train"] or list(range(len(rows)))
+    # Every file is read before anything is raised, so one run names every bad row
+    # (up to MAX_PROBLEMS), not one stage's: the notes, then the other files.
     raw: dict[str, dict[int, str]] = {}
     for modality in chosen:
         if modality.kind != "text":
@@ -458,18 +463,18 @@ def load_folder(
         wanted = sorted(set(selected) | (set(vocabulary_rows) if modality.name in needs_vocabulary else set()))
         raw[modality.name] = {}
         for i in wanted:
+            if len(problems) >= MAX_PROBLEMS:
+                break
             cell = rows[i].cells[modality.name]
             try:
                 raw[modality.name][i] = _raw_text(folder, cell)
             except InputError as error:
                 file = cell if cell.lower().endswith(TEXT_FILE_SUFFIX) else None
                 problems.append(Problem(str(error), rows[i].line, modality.name, file, rows[i].case_id))
-    if problems:
-        raise DatasetError(folder, problems)
     resolved = []
     for modality in chosen:
         if modality.name in needs_vocabulary:
-            vocabulary = build_vocabulary(raw[modality.name][i] for i in vocabulary_rows)
+            vocabulary = build_vocabulary(raw[modality.name][i] for i in vocabulary_rows if i in raw[modality.name])
             modality = Modality(modality.name, modality.kind, modality.shape, vocabulary, modality.feature_names)
         resolved.append(modality)
 
@@ -477,7 +482,11 @@ def load_folder(
     for modality in resolved:
         tensors = []
         for i in selected:
+            if len(problems) >= MAX_PROBLEMS:
+                break
             row, cell = rows[i], rows[i].cells[modality.name]
+            if modality.kind == "text" and i not in raw[modality.name]:
+                continue  # its problem is already listed
             try:
                 if modality.kind == "text":
                     tensors.append(text_to_tokens(raw[modality.name][i], modality))
@@ -486,10 +495,14 @@ def load_folder(
             except InputError as error:
                 file = cell if _is_file_cell(modality, cell) else None
                 problems.append(Problem(str(error), row.line, modality.name, file, row.case_id))
-        if modality.kind == "text":
+        if modality.kind == "text" and not problems:
             texts[modality.name] = [raw[modality.name][i] for i in selected]
         inputs.append(tensors)
     if problems:
+        order = {m.name: k for k, m in enumerate(chosen)}
+        problems.sort(key=lambda p: (p.line or 0, order.get(p.column, len(order))))  # as the manifest reads
+        if len(problems) >= MAX_PROBLEMS:
+            problems.append(Problem(f"stopped reading files after {MAX_PROBLEMS} problems", file=MANIFEST_FILE))
         raise DatasetError(folder, problems)
     return MultimodalDataset(
         name=description.name,

@@ -98,6 +98,34 @@ def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max))
 
 
+# How a person names PIL's modes in a note about a conversion.
+_MODE_WORDS = {"1": "black-and-white", "L": "grayscale", "LA": "grayscale", "P": "palette (indexed colour)",
+               "PA": "palette (indexed colour)", "RGB": "RGB colour", "RGBA": "RGB colour", "CMYK": "CMYK colour",
+               "YCbCr": "YCbCr colour"}  # fmt: skip
+_FORMAT_SUFFIXES = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif")}
+
+
+def _conversion_note(mode: str, channels: int) -> str | None:
+    """What converting a ``mode`` image to the modality's channels did, or None when nothing was converted."""
+    target = IMAGE_MODES[channels]
+    if mode == target or mode.startswith("I"):  # 16-bit grayscale is read as it is (k / 65535)
+        return None if channels == 1 or mode == target else "16-bit grayscale image repeated into 3 RGB channels"
+    if channels == 1:
+        return f"{_MODE_WORDS[mode]} image converted to grayscale (the model reads one channel)"
+    return f"{_MODE_WORDS[mode]} image converted to RGB colour (the model reads three channels)"
+
+
+def _format_note(image_format: str, name: str | None) -> str | None:
+    """A note when the file's content is not the format its name says (a JPEG named ``.png``)."""
+    if not name or "." not in name:
+        return None
+    suffix = "." + name.rsplit(".", 1)[1].lower()
+    known = {s: f for f, suffixes in _FORMAT_SUFFIXES.items() for s in suffixes}
+    if suffix in known and known[suffix] != image_format:
+        return f"the file is a {image_format} image although its name ends in {suffix}; read as {image_format}"
+    return None
+
+
 def _image_pixels(image: Image.Image, channels: int) -> np.ndarray:
     """Pixels ``(height, width)`` or ``(height, width, 3)``, uint8 or uint16, without transparency."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale PNG
@@ -117,12 +145,19 @@ def _image_pixels(image: Image.Image, channels: int) -> np.ndarray:
     return np.asarray(image.convert(IMAGE_MODES[channels]))
 
 
-def read_image(source: Source, modality: Modality) -> torch.Tensor:
+def read_image(
+    source: Source, modality: Modality, notes: list[str] | None = None, name: str | None = None
+) -> torch.Tensor:
     """A PNG or JPEG as ``(channels, height, width)`` float32 in [0, 1].
 
     Grayscale and RGB files are converted to the modality's channel count (1 or 3);
     the size must match exactly. Truncated or corrupt files, other formats, fully
     or partly transparent pixels and oversized headers raise ``InputError``.
+
+    A file is read by its content, whatever its name says, but never converted
+    silently: ``notes`` (when given) gets one sentence per thing a person should
+    know, such as a JPEG named ``.png`` (``name``: the file's name; a path's own by
+    default) or a colour picture converted to the model's grayscale.
     """
     _require_kind(modality, "image")
     channels, height, width = modality.shape
@@ -150,6 +185,8 @@ def read_image(source: Source, modality: Modality) -> torch.Tensor:
                     raise InputError("image is animated; one frame is expected")
                 image.load()
                 pixels = _image_pixels(image, channels)
+                own_name = Path(source).name if isinstance(source, (str, Path)) else None
+                found = [_format_note(image.format, name or own_name), _conversion_note(image.mode, channels)]
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -158,6 +195,8 @@ def read_image(source: Source, modality: Modality) -> torch.Tensor:
         raise InputError("not a readable PNG or JPEG image (the file is not an image, or it is damaged)") from None
     except Exception as error:  # anything PIL raises on untrusted bytes means "not a usable image"
         raise InputError(f"not a readable PNG or JPEG image ({type(error).__name__}: {error})") from None
+    if notes is not None:
+        notes.extend(note for note in found if note)
     tensor = pixels_to_tensor(pixels)
     return tensor[None] if channels == 1 else tensor.permute(2, 0, 1).contiguous()
 
@@ -195,10 +234,25 @@ def _csv_rows(content: bytes) -> list[tuple[int, list[str]]]:
     return rows
 
 
+# Separators spreadsheets write instead of commas (a ';' in locales with a decimal comma).
+_OTHER_SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'"}
+
+
+def _separator_hint(header: list[str], count: int) -> str:
+    """`` (it looks ';'-separated ...)`` when the header splits into ``count`` names on another separator."""
+    if len(header) != 1:
+        return ""
+    for separator, name in _OTHER_SEPARATORS.items():
+        if len(header[0].split(separator)) == count:
+            return f"; the file looks {name}-separated: save it as comma-separated CSV"
+    return ""
+
+
 def _check_header(header: list[str], expected_names: tuple[str, ...], count: int, what: str) -> list[str]:
     names = [cell.strip() for cell in header]
     if len(names) != count:
-        raise InputError(f"line 1: the header has {len(names)} columns, expected {count} {what}")
+        hint = _separator_hint(header, count)
+        raise InputError(f"line 1: the header has {len(names)} columns, expected {count} {what}{hint}")
     if all(_NUMBER.fullmatch(name) for name in names):
         raise InputError(f"line 1 must be a header naming the {what}, found numbers")
     if expected_names and tuple(names) != expected_names:

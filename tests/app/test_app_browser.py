@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import importlib.util
 import urllib.request
+from urllib.parse import urlparse
 
 import pytest
 
 from lens_setup import REPO, app_environment, tiny_models
 
 pytestmark = pytest.mark.browser
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def leaves_the_machine(url: str) -> bool:
+    """A request to a host other than this machine (data:, blob: and about: URLs stay in the browser)."""
+    parsed = urlparse(url)
+    return parsed.scheme in ("http", "https", "ws", "wss") and parsed.hostname not in LOCAL_HOSTS
 
 
 def load_tour():
@@ -17,6 +25,13 @@ def load_tour():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_only_local_hosts_count_as_staying_on_the_machine():
+    assert not leaves_the_machine("http://127.0.0.1:8599/_stcore/health")
+    assert not leaves_the_machine("ws://localhost:8501/_stcore/stream")
+    assert not leaves_the_machine("data:image/png;base64,AAAA")
+    assert leaves_the_machine("https://fonts.gstatic.com/s/i/short-term/release/materialsymbolsrounded/x/24px.svg")
 
 
 def test_a_person_can_walk_every_page(tmp_path):
@@ -31,12 +46,15 @@ def test_a_person_can_walk_every_page(tmp_path):
             browser = tour.launch_browser(playwright)
             try:
                 page = browser.new_page(viewport=tour.VIEWPORT)
+                outside: list[str] = []  # the app must work offline: fonts, icons, scripts all from this server
+                page.context.on("request", lambda request: leaves_the_machine(request.url) and outside.append(request.url))
                 seen = tour.tour(page, url, shots, launch)
             finally:
                 browser.close()
     with pytest.raises(OSError):  # the server is gone once the block is left
         urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
 
+    assert outside == [], f"requests that left the machine: {sorted(set(outside))}"
     assert seen["overview_grades"] == 3  # one plain grade per input
     assert seen["inspect_case_after"] != seen["inspect_case_before"]  # picking a case shows that case
     assert seen["inspect_trust"] in ("converged", "max iter", "diverged")

@@ -245,6 +245,32 @@ def test_nan_in_a_sensor_csv_names_line_column_and_file(folder):
     assert "line 11, column 'vibration'" in problem.message and "NaN" in problem.message
 
 
+def test_bad_files_of_every_kind_are_reported_together_in_manifest_order(folder):
+    (folder / "photos" / "insp-test-0000.png").write_bytes(b"not a picture")  # line 2
+    sensors = folder / "sensors" / "insp-test-0001.csv"  # line 3
+    lines = sensors.read_text().splitlines()
+    lines[5] = "nan," + lines[5].split(",", 1)[1]
+    sensors.write_text("\n".join(lines) + "\n")
+    (folder / "note6.txt").write_bytes("Rayure sur la pièce".encode("latin-1"))
+    rows = read_manifest(folder)
+    rows[5][4] = "note6.txt"  # line 6
+    write_manifest(folder, rows)
+    error = load_error(folder)
+    assert [(p.line, p.column) for p in error.problems] == [(2, "photo"), (3, "sensors"), (6, "note")]
+    assert "3 problems" in str(error)
+    assert "not a readable PNG" in error.problems[0].message and "NaN" in error.problems[1].message
+    assert "not UTF-8" in error.problems[2].message
+
+
+def test_reading_stops_after_max_problems_and_says_so(folder, monkeypatch):
+    monkeypatch.setattr("deq_core.data.folder.MAX_PROBLEMS", 3)
+    for photo in (folder / "photos").iterdir():
+        photo.write_bytes(b"not a picture")
+    problems = load_error(folder).problems
+    assert len(problems) == 4 and all("not a readable PNG" in p.message for p in problems[:3])
+    assert problems[3].message == "stopped reading files after 3 problems"
+
+
 def test_an_unknown_label_and_a_duplicate_id_are_each_named(folder):
     rows = read_manifest(folder)
     rows[3][1] = "dented"

@@ -5,7 +5,8 @@
 Deterministic: running it again rewrites identical bytes. Shapes follow the
 inspection dataset (photo 64x64 grayscale, sensors 3 channels x 128 steps).
 ``EXPECTED`` names, per file, the modality kind it is offered as and a fragment
-of the message the reader must give.
+of the message the reader must give. ``NOTED`` names the files that are read by
+their content but not silently: the reader's note must contain the fragment.
 """
 
 from __future__ import annotations
@@ -38,9 +39,16 @@ EXPECTED = {
     "sensors_wrong_shape.csv": ("timeseries", "expected 128 (one per time step)"),
     "sensors_wrong_columns.csv": ("timeseries", "the header has 2 columns, expected 3"),
     "sensors_binary.csv": ("timeseries", "not UTF-8"),
+    "sensors_semicolon.csv": ("timeseries", "looks ';'-separated"),
     "note_empty.txt": ("text", "text is empty"),
     "note_latin1.txt": ("text", "not UTF-8"),
     "note_binary.txt": ("text", "control characters"),
+}
+
+# file -> (modality kind, fragment of the note the reader adds): accepted, and said so
+NOTED = {
+    "jpeg_renamed.png": ("image", "is a JPEG image although its name ends in .png"),
+    "rgb.png": ("image", "RGB colour image converted to grayscale"),
 }
 
 
@@ -75,6 +83,9 @@ def corpus() -> dict[str, bytes]:
     corrupt[start : start + 64] = bytes(64)  # zero the compressed data: zlib and CRC both fail
     gif = io.BytesIO()
     Image.fromarray(pixels).save(gif, format="GIF")
+    jpeg = io.BytesIO()
+    Image.fromarray(pixels).save(jpeg, format="JPEG", quality=90)
+    rgb = np.stack([pixels, pixels[::-1], pixels[:, ::-1]], axis=2)
     readings = np.round(rng.normal(size=(STEPS, 3)), 4).astype(object)
     nan, inf, text = readings.copy(), readings.copy(), readings.copy()
     nan[10, 1], inf[20, 0], text[5, 2] = "nan", "inf", "hot"
@@ -92,6 +103,9 @@ def corpus() -> dict[str, bytes]:
         "sensors_wrong_shape.csv": _sensors(readings[:100]),
         "sensors_wrong_columns.csv": _sensors(readings[:, :2], CHANNELS[:2]),
         "sensors_binary.csv": b"\xff\xfe\x00\x01" + bytes(range(128, 256)),
+        "sensors_semicolon.csv": _sensors(readings).replace(b",", b";"),
+        "jpeg_renamed.png": jpeg.getvalue(),
+        "rgb.png": _png(rgb),
         "note_empty.txt": b"   \n\t\n",
         "note_latin1.txt": "Rayure sur la pièce, bruit élevé".encode("latin-1"),
         "note_binary.txt": b"bearing\x00noise\x01\x02 heard",
