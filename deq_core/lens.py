@@ -236,13 +236,14 @@ class Lens:
 
         return self._cached(self._key("evaluate", data_fingerprint(data), solver), compute)
 
-    def reference_decisions(self, settings: SolverSettings, data: "MultimodalDataset | None" = None) -> np.ndarray:
+    def reference_decisions(self, settings: SolverSettings, data: "MultimodalDataset | None" = None,
+                            tolerances: Sequence[float] | None = None) -> np.ndarray:  # fmt: skip
         """``(n,)`` decisions of the tight reference of ``settings`` (one per model, case set and solver)."""
         from deq_core.cache import data_fingerprint
         from deq_core.explain import tuning
 
         data = data if data is not None else self.data()
-        reference = tuning.reference_for(settings)
+        reference = tuning.reference_for(settings, *(() if tolerances is None else (tolerances,)))
 
         def compute():
             with self.lock:
@@ -260,16 +261,17 @@ class Lens:
             return tuning.assess_settings(self.model, data, settings, decisions, latency_cases=latency_cases)
 
     def sweep(self, base: SolverSettings, data: "MultimodalDataset | None" = None, latency_cases: int = 5,
-              progress: Progress | None = None) -> "ToleranceSweep":  # fmt: skip
+              progress: Progress | None = None, tolerances: Sequence[float] | None = None) -> "ToleranceSweep":  # fmt: skip
         """The split at each tolerance around ``base``, against the same reference as ``assess``."""
         from deq_core.explain import tuning
 
         data = data if data is not None else self.data()
+        tolerances = tuning.DEFAULT_TOLERANCES if tolerances is None else tuple(tolerances)
         if progress:
             progress(0.0, "solving every case tightly for the reference decisions")
-        decisions = self.reference_decisions(base, data)
+        decisions = self.reference_decisions(base, data, tolerances)
         with self.lock:
-            return tuning.tolerance_sweep(self.model, data, base, reference=tuning.reference_for(base),
+            return tuning.tolerance_sweep(self.model, data, base, tolerances, reference=tuning.reference_for(base, tolerances),
                                           reference_predicted=decisions, latency_cases=latency_cases,
                                           progress=progress)  # fmt: skip
 

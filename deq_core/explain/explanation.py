@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
     from pathlib import Path
 
     from deq_core.data import load_dataset
-    from deq_core.engine.checkpoint import ModelLoadError, load_model
+    from deq_core.engine.checkpoint import ModelLoadError
+    from deq_core.lens import Lens
 
     parser = argparse.ArgumentParser(prog=prog, description="Explain one case: decision, reliability, modality Shapley values.")
     parser.add_argument("--model", required=True, type=Path, help="model folder")
@@ -368,16 +369,13 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
     try:
         if args.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {args.steps}")
-        model = load_model(args.model, device=args.device)
-        data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
+        lens = Lens.open(args.model, device=args.device)
+        data = load_dataset(args.data or lens.config.dataset, args.split, modalities=lens.config.modalities)
         if args.case not in data.ids:
             raise ValueError(f"{data.name}/{args.split} has no case {args.case!r} (e.g. {data.ids[0]!r})")
-        inputs, label = data.case(args.case)
-        row = data.ids.index(args.case)
-        explanation = explain_case(
-            model, [x.to(model.device) for x in inputs], texts={k: v[row] for k, v in data.texts.items()},
-            target=_class_index(args.target, model.config.class_names), n_steps=args.steps,
-        )  # fmt: skip
+        case = lens.case(args.case, data=data)
+        label = case.label
+        explanation = lens.explain(case, target=_class_index(args.target, lens.class_names), n_steps=args.steps)
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

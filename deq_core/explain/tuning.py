@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens tune") -> int:
     from pathlib import Path
 
     from deq_core.data import load_dataset
-    from deq_core.engine.checkpoint import ModelLoadError, load_model
+    from deq_core.engine.checkpoint import ModelLoadError
+    from deq_core.lens import Lens
 
     parser = argparse.ArgumentParser(prog=prog, description="How loose can the solver be before decisions change?")
     parser.add_argument("--model", required=True, type=Path, help="model folder (a DEQ or weight-tied model)")
@@ -475,13 +476,14 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens tune") -> int:
             raise ValueError(f"--cases must be at least 1, got {args.cases}")
         if not all(t > 0 for t in args.tolerances):
             raise ValueError("tolerances must be positive")
-        model = load_model(args.model, device=args.device)
+        lens = Lens.open(args.model, device=args.device)
+        model = lens.model
         if not isinstance(model, EquilibriumModel):
             raise ValueError(f"{args.model} is a {model.config.architecture!r} model: it has no solver to tune")
         data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
         if args.cases is not None and args.cases < len(data):
             data = data.subset(np.unique(np.linspace(0, len(data) - 1, args.cases).astype(int)).tolist())
-        sweep = tolerance_sweep(model, data, model.config.solver, args.tolerances, latency_cases=args.latency_cases)
+        sweep = lens.sweep(model.config.solver, data, latency_cases=args.latency_cases, tolerances=args.tolerances)
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
