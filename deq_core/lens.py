@@ -20,13 +20,15 @@ The app keeps one Lens per model (``st.cache_resource``); the CLIs, notebooks an
 workers use the same object. ``lens.background()`` is a second Lens on its own copy of
 the model that shares the cache, for long jobs that must not hold the foreground's lock.
 
-What the Lens needs of a model is small: its config (modalities, classes, solver),
-``run``/``trace`` through ``deq_core.engine``, ``input_means()`` and its checksum.
+What the Lens needs of a model is small, and written down as a protocol
+(``deq_core.engine.protocol``: ``LensModel`` and ``EquilibriumLensModel``): its config
+(modalities, classes, solver), ``encode``, ``run``, ``input_means()``, for equilibrium
+models ``bind`` (f and z0) and ``parts`` (the gates), and its checksum. A model that does
+not provide a member is refused with the members it lacks, not failed on later.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from deq_core.case import Case
 from deq_core.engine.checkpoint import load_model, model_checksum
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.model import EquilibriumModel, FusionModel
+from deq_core.engine.protocol import EquilibriumLensModel, LensModel, missing_members
 from deq_core.engine.trajectory import Trajectory, trace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,8 +91,12 @@ class Lens:
         cache: shared with other Lenses (``background()``); default a new one.
     """
 
-    def __init__(self, model: FusionModel, folder: str | Path | None = None, checksum: str | None = None,
+    def __init__(self, model: LensModel, folder: str | Path | None = None, checksum: str | None = None,
                  cache: MemoryCache | None = None, lock: threading.RLock | None = None):  # fmt: skip
+        missing = missing_members(model)
+        if missing:
+            raise TypeError(f"a Lens needs a model with {', '.join(missing)} (deq_core.engine.protocol.LensModel); "
+                            f"{type(model).__name__} lacks them")  # fmt: skip
         self.model = model
         self.folder = None if folder is None else Path(folder)
         if checksum is None:
@@ -129,7 +136,11 @@ class Lens:
 
     @property
     def equilibrium(self) -> bool:
-        return isinstance(self.model, EquilibriumModel)
+        """Whether the model decides from a fixed point (trajectories, gates, tuning apply)."""
+        return isinstance(self.model, EquilibriumModel) or (
+            getattr(self.config, "architecture", None) in ("deq", "weight_tied")
+            and not missing_members(self.model, EquilibriumLensModel)
+        )  # fmt: skip
 
     def _key(self, what: str, *parts: Any) -> tuple:
         return (self.checksum, what, *parts)

@@ -134,3 +134,18 @@ def test_a_model_in_memory_has_a_lens_but_no_reports():
     with pytest.raises(ValueError, match="model folder"):
         lens.report(case)
     assert Lens(tiny_model("early").eval()).checksum == lens.checksum  # same weights, same identity
+
+
+def test_a_lens_refuses_a_model_without_the_protocol_and_names_what_is_missing():
+    from deq_core.engine.protocol import EquilibriumLensModel, LensModel
+
+    deq = tiny_model("deq").eval()
+    assert isinstance(deq, LensModel) and isinstance(deq, EquilibriumLensModel)
+    assert not isinstance(tiny_model("late").eval(), EquilibriumLensModel)
+
+    class NotAModel:
+        config = deq.config
+        n_modalities = 4
+
+    with pytest.raises(TypeError, match="device, input_means, encode, run, eval"):
+        Lens(NotAModel(), checksum="x")
