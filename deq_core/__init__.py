@@ -15,7 +15,7 @@ not wait for torch, Captum, scikit-learn or pandas until they use them.
 
 from __future__ import annotations
 
-import importlib
+from deq_core._lazy import lazy_exports
 
 __version__ = "0.1.0"  # submodules read it (cache keys, reports)
 
@@ -54,17 +54,4 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        target = _EXPORTS[name]
-        module, attribute = target if isinstance(target, tuple) else (target, name)
-        value = getattr(importlib.import_module(module), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deq_core' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
