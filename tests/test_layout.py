@@ -99,3 +99,9 @@ def test_every_exported_name_resolves(namespace):
         assert exported, f"{namespace} declares no __all__"
     for name in exported or ():
         assert getattr(module, name) is not None or name.isupper(), f"{namespace}.{name}"
+
+
+def test_the_export_tables_list_every_public_name_of_their_modules():
+    """A new public function lands in its namespace (``python scripts/public_names.py`` rewrites the tables)."""
+    out = subprocess.run([sys.executable, "scripts/public_names.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
