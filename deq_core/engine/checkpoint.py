@@ -200,7 +200,7 @@ def _parse_json(path: Path, raw: bytes, what: str) -> object:
     except UnicodeDecodeError as error:
         raise ModelLoadError(f"{path}: invalid {what}: not UTF-8 text ({error})") from error
     if json_depth(text) > MAX_JSON_DEPTH:
-        raise ModelLoadError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels; a model {what} nests at most 4")
+        raise ModelLoadError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels (a model folder's {what} nests at most 4)")
     try:
         return json.loads(text)
     except ValueError as error:
