@@ -72,15 +72,20 @@ def choose_model() -> resources.ModelEntry | None:
     """
     root = resources.models_root()
     entries = resources.list_models(root)
+    broken = {b.name: b for b in resources.broken_models(root)}  # listed, marked, never the default
     names = [e.name for e in entries]
     default = resources.default_model(entries)
-    options = [*names, OTHER]
+    options = [*names, *broken, OTHER]
     if st.session_state.get("model_choice") not in options:
         st.session_state["model_choice"] = default.name if default else OTHER
     choice = st.sidebar.selectbox(
-        "Model", options, key="model_choice",
-        help=f"Model folders found under {root} (set DEQ_LENS_MODELS to look elsewhere).",
+        "Model", options, key="model_choice", format_func=lambda o: f"⚠ {o} (broken)" if o in broken else o,
+        help=f"Model folders found under {root} (set DEQ_LENS_MODELS to look elsewhere). "
+        "A folder marked broken fails its checks: choose it to see why.",
     )  # fmt: skip
+    if choice in broken:
+        st.sidebar.error(f"{choice} cannot be used: {broken[choice].message}")
+        return None
     if choice == OTHER:
         anywhere = os.environ.get(ALLOW_ANY_FOLDER, "").strip() == "1"
         path = st.sidebar.text_input(

@@ -33,6 +33,7 @@ from deq_core import Case, Lens, ModelLoadError, SolverSettings, load_config, mo
 from deq_core.cache import DiskCache, cache_root, data_fingerprint
 from deq_core.cache import key as cache_key
 from deq_core.data import MultimodalDataset
+from deq_core.engine import verify_folder
 
 # deq_core.evaluate and deq_core.explain.tuning (scikit-learn), robustness (pandas) and explain
 # (Captum) are imported where they are used: the first page must not wait for them.
@@ -78,50 +79,97 @@ class ModelEntry:
         return self.checksum[:12]
 
 
+@dataclass(frozen=True)
+class BrokenModel:
+    """A folder under the models root that holds model files but fails their checks, and why."""
+
+    folder: str
+    name: str
+    message: str
+
+
+MODEL_FILES = ("weights.safetensors", "config.json", "checksums.json")
+
+
 def _stamp(folder: Path) -> tuple:
-    """Changes whenever the folder's weights or config are rewritten."""
+    """Changes whenever one of the folder's model files is rewritten (or appears, or goes)."""
     out = []
-    for name in ("weights.safetensors", "config.json"):
-        stat = (folder / name).stat()
-        out.append((name, stat.st_mtime_ns, stat.st_size))
+    for name in MODEL_FILES:
+        try:
+            stat = (folder / name).stat()
+            out.append((name, stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            out.append((name, None, None))
     return tuple(out)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _entry(folder: str, stamp: tuple) -> ModelEntry:
-    config = load_config(folder)
-    return ModelEntry(
-        folder=folder,
-        name=Path(folder).name,
-        architecture=config.architecture,
-        dataset=config.dataset,
-        checksum=model_checksum(folder),
-    )
+def _probe(folder: str, stamp: tuple) -> ModelEntry | str:
+    """The folder's entry, or the message saying why it is none.
+
+    Every check that needs no tensor (``verify_folder``: sizes, checksums, limits), so a
+    broken folder is named without loading anything; its message is cached like an entry,
+    so a listing on every rerun checks each folder once per change of its files.
+    """
+    try:
+        config = verify_folder(folder)
+        return ModelEntry(
+            folder=folder,
+            name=Path(folder).name,
+            architecture=config.architecture,
+            dataset=config.dataset,
+            checksum=model_checksum(folder),
+        )
+    except (ModelLoadError, OSError) as error:
+        return str(error)
 
 
 def model_entry(folder: str | Path) -> ModelEntry:
-    """Raises ``ModelLoadError`` (or ``FileNotFoundError``) for a folder that is not a model."""
+    """Raises ``ModelLoadError`` for a folder that is not a model, or one that fails its checks."""
     folder = Path(folder).expanduser().resolve()
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{folder}: no config.json here, so this is not a model folder")
     if not (folder / "weights.safetensors").is_file():
         raise ModelLoadError(f"{folder}: weights.safetensors is missing")
-    return _entry(str(folder), _stamp(folder))
+    probe = _probe(str(folder), _stamp(folder))
+    if isinstance(probe, str):
+        raise ModelLoadError(probe)
+    return probe
+
+
+def _folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def list_models(root: Path | None = None) -> list[ModelEntry]:
     """Model folders directly under the root, DEQs first, inspection before other datasets."""
-    root = root or models_root()
-    if not root.is_dir():
-        return []
     entries = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in _folders(root or models_root()):
         try:
             entries.append(model_entry(folder))
         except (ModelLoadError, OSError, ValueError):
-            continue  # half-written or foreign folders are not offered
+            continue  # listed by broken_models when it holds model files; foreign folders are not offered
     order = {a: i for i, a in enumerate(deq_core.ARCHITECTURES)}
     return sorted(entries, key=lambda e: (e.dataset != "inspection", order.get(e.architecture, 9), e.name))
+
+
+def broken_models(root: Path | None = None) -> list[BrokenModel]:
+    """Folders under the root with a model file that fail its checks, by name, each with its message.
+
+    The sidebar lists them as broken: a folder someone damaged is named, not silently
+    left out, and it takes nothing down with it. Folders with no model file are not models.
+    """
+    broken = []
+    for folder in _folders(root or models_root()):
+        if not any((folder / name).exists() for name in MODEL_FILES):
+            continue
+        try:
+            model_entry(folder)
+        except (ModelLoadError, OSError, ValueError) as error:
+            broken.append(BrokenModel(folder=str(folder), name=folder.name, message=str(error)))
+    return broken
 
 
 def default_model(entries: Sequence[ModelEntry]) -> ModelEntry | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from deq_core.engine.config import ModelConfig
+from deq_core.engine.config import ModelConfig, check_config_limits
+from deq_core.engine.modality import show
 from deq_core.engine.model import FusionModel, build_model
 
 WEIGHTS = "weights.safetensors"
@@ -81,29 +83,41 @@ def model_checksum(folder: str | Path) -> str:
     return hashlib.sha256(combined.encode()).hexdigest()
 
 
-def load_config(folder: str | Path) -> ModelConfig:
-    path = Path(folder) / CONFIG
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no model config here (is {Path(folder)} a model folder?)")
-    try:
-        return ModelConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ModelLoadError(f"{path}: invalid config: {error}") from error
+def load_config(folder: str | Path, verify_checksums: bool = True) -> ModelConfig:
+    """The folder's config, trusted only after its bytes match checksums.json (when verified).
+
+    In that order: the file sizes (``MAX_CONFIG_BYTES``, ``MAX_CHECKSUMS_BYTES``), the
+    config's SHA-256, its nesting depth, its numbers (``config.check_config_limits``),
+    the weights it asks for (``MAX_WEIGHTS``). Nothing is allocated for a folder that
+    fails, and every failure is a ``ModelLoadError`` naming the file and what is wrong.
+    """
+    return _checked_config(Path(folder), verify_checksums)[0]
+
+
+def verify_folder(folder: str | Path) -> ModelConfig:
+    """Every check of ``load_model`` that needs no tensor: sizes, checksums, limits. Returns the config.
+
+    For listing model folders: a broken one is named without loading (or allocating) anything.
+    """
+    folder = Path(folder)
+    weights_path = _weights_path(folder)
+    config, recorded, expected = _checked_config(folder, verify_checksums=True)
+    _check_weights_file(weights_path, expected, recorded[WEIGHTS])
+    return config
 
 
 def load_model(folder: str | Path, device: str | torch.device = "auto", verify_checksums: bool = True) -> FusionModel:
     """Rebuild a model from its folder, in eval mode, on ``device``.
 
     Raises ``ModelLoadError`` naming the file or tensor at fault when the folder is
-    incomplete, a file was altered after saving, or the weights do not fit the config.
+    incomplete, a file was altered after saving, a file or a number of the config is
+    beyond its limits, or the weights do not fit the config. The config is checked
+    (``load_config``) and the weights file's size bounded before any tensor is allocated.
     """
     folder = Path(folder)
-    weights_path = folder / WEIGHTS
-    if not weights_path.is_file():
-        raise ModelLoadError(f"{weights_path}: weights file missing")
-    if verify_checksums:
-        _verify_checksums(folder)
-    config = load_config(folder)
+    weights_path = _weights_path(folder)
+    config, recorded, expected = _checked_config(folder, verify_checksums)
+    _check_weights_file(weights_path, expected, recorded.get(WEIGHTS) if verify_checksums else None)
     try:
         tensors = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as error:
@@ -129,20 +143,151 @@ def load_model(folder: str | Path, device: str | torch.device = "auto", verify_c
     return model.to(resolve_device(device)).eval()
 
 
-def _verify_checksums(folder: Path) -> None:
+# --------------------------------------------------------------------------- checks before trusting a folder
+# config.json of a shipped model is 3.4 KB, checksums.json 181 bytes: the limits leave room
+# for a 50000-token vocabulary and still keep a file from filling the server's memory.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CHECKSUMS_BYTES = 1 << 16
+MAX_JSON_DEPTH = 16  # a config nests 4 deep (modalities > entry > shape); json.loads recurses per level
+MAX_WEIGHTS = 1 << 26  # parameters and buffers: 256 MB of float32 (a shipped model has 0.6 M)
+SAFETENSORS_HEADER_BYTES = 1 << 20  # the JSON header naming the tensors, beyond their data
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _weights_path(folder: Path) -> Path:
+    weights_path = folder / WEIGHTS
+    if not weights_path.is_file():
+        raise ModelLoadError(f"{weights_path}: weights file missing")
+    return weights_path
+
+
+def _read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The file's bytes, refused by its size before it is read (and never more than ``limit`` read)."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise ModelLoadError(f"{path}: {size} bytes, over the limit of {limit} bytes for {what}")
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as error:
+        raise ModelLoadError(f"{path}: cannot be read ({error})") from error
+    if len(raw) > limit:  # grew since stat
+        raise ModelLoadError(f"{path}: over the limit of {limit} bytes for {what}")
+    return raw
+
+
+def json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep ``text``'s arrays and objects nest, counted without recursion (stops past ``limit``).
+
+    Strings are blanked first, so a bracket inside one is not counted; ``json.loads``
+    recurses once per level, so a text 100000 levels deep must be refused before it.
+    """
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub('""', text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+def _parse_json(path: Path, raw: bytes, what: str) -> object:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ModelLoadError(f"{path}: invalid {what}: not UTF-8 text ({error})") from error
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ModelLoadError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels (a model folder's {what} nests at most 4)")
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ModelLoadError(f"{path}: invalid {what}: not valid JSON ({error})") from error
+
+
+def _recorded_checksums(folder: Path) -> dict[str, str]:
+    """checksums.json, size- and depth-checked: a SHA-256 hex digest for the weights and the config."""
     path = folder / CHECKSUMS
     if not path.is_file():
         raise ModelLoadError(f"{path}: checksums missing; the folder cannot be verified")
-    try:
-        recorded = json.loads(path.read_text())
-    except ValueError as error:
-        raise ModelLoadError(f"{path}: unreadable ({error})") from error
+    recorded = _parse_json(path, _read_limited(path, MAX_CHECKSUMS_BYTES, "checksums"), "checksums")
+    if not isinstance(recorded, dict):
+        raise ModelLoadError(f"{path}: unreadable (must be a JSON object of file names and SHA-256s)")
     for name in (WEIGHTS, CONFIG):
         if name not in recorded:
             raise ModelLoadError(f"{path}: no checksum recorded for {name}")
-        actual = sha256_file(folder / name)
-        if actual != recorded[name]:
-            raise ModelLoadError(
-                f"{folder / name}: SHA-256 {actual[:16]}... differs from the recorded {recorded[name][:16]}...; "
-                "the file was changed after the model was saved"
-            )
+        if not isinstance(recorded[name], str) or not _SHA256.fullmatch(recorded[name]):
+            raise ModelLoadError(f"{path}: the checksum of {name} is not a SHA-256 hex digest: {show(recorded[name])}")
+    return {name: recorded[name].lower() for name in (WEIGHTS, CONFIG)}
+
+
+def _check_digest(path: Path, actual: str, recorded: str) -> None:
+    if actual != recorded:
+        raise ModelLoadError(
+            f"{path}: SHA-256 {actual[:16]}... differs from the recorded {recorded[:16]}...; "
+            "the file was changed after the model was saved"
+        )
+
+
+def _checked_config(folder: Path, verify_checksums: bool) -> tuple[ModelConfig, dict[str, str], dict[str, int]]:
+    """(config, recorded checksums or {}, bytes of each tensor the config asks for)."""
+    path = folder / CONFIG
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no model config here (is {folder} a model folder?)")
+    raw = _read_limited(path, MAX_CONFIG_BYTES, "a model config")
+    recorded = _recorded_checksums(folder) if verify_checksums else {}
+    if verify_checksums:
+        _check_digest(path, hashlib.sha256(raw).hexdigest(), recorded[CONFIG])  # the very bytes parsed next
+    data = _parse_json(path, raw, "config")
+    try:
+        check_config_limits(data)
+        config = ModelConfig.from_dict(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelLoadError(f"{path}: invalid config: {error}") from error
+    return config, recorded, _expected_tensors(path, config)
+
+
+class _NoRandomInit(torch.overrides.TorchFunctionMode):
+    """Skips ``normal_`` (a skeleton needs shapes, not values): on the meta device it runs a
+    Python kernel whose first call imports torch._dynamo, 1.5 s that loading never needed."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.normal_, torch.nn.init.normal_):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+def _expected_tensors(path: Path, config: ModelConfig) -> dict[str, int]:
+    """Bytes of each tensor the config's model holds, from a model built on the meta device (no memory)."""
+    with torch.device("meta"), _NoRandomInit():
+        skeleton = build_model(config)
+    sizes = {name: t.numel() * t.element_size() for name, t in skeleton.state_dict().items()}
+    count = sum(t.numel() for t in skeleton.state_dict().values())
+    if count > MAX_WEIGHTS:
+        raise ModelLoadError(
+            f"{path}: invalid config: it asks for {count} weights (parameters and buffers), "
+            f"over the limit of {MAX_WEIGHTS}"
+        )
+    return sizes
+
+
+def _check_weights_file(weights_path: Path, expected: dict[str, int], recorded: str | None) -> None:
+    """The weights file's size fits the config (checked before hashing it), then its SHA-256 when recorded."""
+    largest = sum(expected.values()) + SAFETENSORS_HEADER_BYTES
+    try:
+        size = weights_path.stat().st_size
+    except OSError as error:
+        raise ModelLoadError(f"{weights_path}: cannot be read ({error})") from error
+    if size > largest:
+        raise ModelLoadError(
+            f"{weights_path}: {size} bytes, larger than the {largest} bytes the config's tensors and a header can fill"
+        )
+    if recorded is not None:
+        try:
+            actual = sha256_file(weights_path)
+        except OSError as error:
+            raise ModelLoadError(f"{weights_path}: cannot be read ({error})") from error
+        _check_digest(weights_path, actual, recorded)

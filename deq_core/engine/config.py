@@ -7,11 +7,122 @@ from dataclasses import dataclass, field
 
 from deq_core.engine.encoders import EncoderSettings
 from deq_core.engine.implicit import BackwardSettings
-from deq_core.engine.modality import Modality
+from deq_core.engine.modality import Modality, Range, check_modality_data, check_strings, show
 from deq_core.engine.solvers import METHODS, SOLVER_OPTIONS, STOP_MODES
 
 ARCHITECTURES = ("deq", "weight_tied", "early", "late")
 GRADIENTS = ("implicit", "phantom")
+
+# --------------------------------------------------------------------------- limits of a config file
+# A config read from a model folder is checked against these before anything is built
+# (``check_config_limits``): each number sizes a tensor or a loop, and a folder under the
+# models root must not be able to ask the server for 256 GB or a week of solving. Configs
+# built in code are not checked (benchmarks force tol=1e-30 to run every iteration).
+# Every shipped model (width 128, 55 iterations, memory 6, 10 unroll steps) is far inside.
+_TOL = Range(1e-12, 1.0, integer=False, why=(
+    "the state is float32, whose residual stops falling near 1e-7; a smaller tolerance only means "
+    "'always run to max_iter', and below 1e-12 it can only be a mistake"))  # fmt: skip
+# Broyden's work per case grows with the square of its iterations: 1000 of them took 27 s for
+# 32 inspection cases on one core (an evaluation of the 300-case split past 4 minutes).
+_ITERATIONS = Range(1, 500, why="9 times the trained 55; the most the app's Tuning page offers, the reference solve takes 200")
+CONFIG_LIMITS: dict[str, Range] = {
+    "width": Range(1, 1024),  # the update holds 2 N d^2 weights: 128 MB at d = 1024, N = 16
+    "groups": Range(1, 1024),
+    "unroll_steps": Range(1, 500),
+    "encoder.channels": Range(2, 512),  # the image encoder's first layer has channels // 2
+    "encoder.embedding_dim": Range(1, 1024),
+    "encoder.dropout": Range(0.0, 1.0, integer=False),
+    "encoder.vector_hidden": Range(0, 8192),
+    "solver.tol": _TOL,
+    "solver.max_iter": _ITERATIONS,
+    "solver.memory": Range(1, 100),  # Anderson keeps memory past states per case
+    "solver.beta": Range(0.0, 1.0, integer=False, low_open=True),  # share of the extrapolated step taken
+    "solver.lam": Range(0.0, 1.0, integer=False),  # relative to the squared residual; 1 already averages
+    "solver.damping": Range(0.0, 1.0, integer=False, low_open=True),  # 0 would never move the iterate
+    "solver.phantom_steps": Range(1, 1000),
+    "solver.backward.tol": _TOL,
+    "solver.backward.max_iter": _ITERATIONS,
+}
+TEXT_FIELDS = ("architecture", "dataset", "normal_class", "solver.method", "solver.stop_mode", "solver.gradient",
+               "solver.backward.method", "solver.backward.stop_mode", "encoder.image_pooling")  # fmt: skip
+MAX_TEXT_CHARS = 4096  # a dataset may be named by its folder's path
+MODALITY_COUNT = Range(1, 16)
+CLASS_COUNT = Range(2, 1000)
+# Per case, a solve keeps max_iter states (the recorded trajectory; Broyden's two low-rank
+# factors), Anderson memory of them, an unroll unroll_steps of them, each (N + 1) x width
+# floats: 2 MB of float32, 1 GB for an evaluation batch of 256 cases under Broyden.
+MAX_SOLVER_HISTORY = 1 << 19
+
+
+def _section(data: dict, path: str) -> dict:
+    """The nested object at ``path`` ("solver.backward"), {} where absent."""
+    node: object = data
+    for part in path.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        if not isinstance(node, dict):
+            raise ValueError(f"{path} = {show(node)} must be an object")
+    return node
+
+
+def _lookup(data: dict, field: str) -> tuple[bool, object]:
+    section, _, name = field.rpartition(".")
+    node = _section(data, section) if section else data
+    return name in node, node.get(name)
+
+
+def check_config_limits(data: object) -> None:
+    """Refuse a parsed config.json whose types or sizes no model should have, before it is built.
+
+    Raises ``ValueError`` naming the field, its value and the allowed range, for every
+    number out of range at once (see
+    ``CONFIG_LIMITS``, ``modality.SHAPE_LIMITS``); what is left (known names, divisibility,
+    unknown keys) is checked by the dataclasses themselves.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"the config must be a JSON object, got {type(data).__name__} {show(data)}")
+    for field in TEXT_FIELDS:
+        present, value = _lookup(data, field)
+        if present and not (value is None and field == "normal_class"):
+            if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
+                raise ValueError(f"{field} = {show(value)} must be a string of at most {MAX_TEXT_CHARS} characters")
+    for required in ("architecture", "modalities", "class_names"):
+        if required not in data:
+            raise ValueError(f"{required} is missing (a config needs architecture, modalities and class_names)")
+    problems = []  # every number out of range at once: one edit fixes the file
+    for field, allowed in CONFIG_LIMITS.items():
+        present, value = _lookup(data, field)
+        try:
+            if present:
+                allowed.check(field, value)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("; ".join(problems))
+    modalities = data["modalities"]
+    if not isinstance(modalities, list):
+        raise ValueError(f"modalities = {show(modalities)} must be a list")
+    if not MODALITY_COUNT.low <= len(modalities) <= MODALITY_COUNT.high:
+        raise ValueError(f"modalities: {len(modalities)} entries, outside the allowed range {MODALITY_COUNT}")
+    for i, modality in enumerate(modalities):
+        check_modality_data(modality, f"modalities[{i}]")
+    check_strings("class_names", data["class_names"], CLASS_COUNT)
+    _check_solver_history(data, len(modalities))
+
+
+def _check_solver_history(data: dict, n_modalities: int) -> None:
+    width = data.get("width", ModelConfig.__dataclass_fields__["width"].default)
+    state = (n_modalities + 1) * width
+    defaults, backward = SolverSettings(), BackwardSettings()
+    for field, default in (("solver.max_iter", defaults.max_iter), ("solver.memory", defaults.memory),
+                           ("solver.backward.max_iter", backward.max_iter),
+                           ("unroll_steps", ModelConfig.__dataclass_fields__["unroll_steps"].default)):  # fmt: skip
+        present, steps = _lookup(data, field)
+        steps = steps if present else default
+        if steps * state > MAX_SOLVER_HISTORY:
+            raise ValueError(
+                f"{field} x state size ({steps} x {n_modalities + 1} x {width} = {steps * state}) is over "
+                f"{MAX_SOLVER_HISTORY} floats per case: a solve keeps that many states"
+            )
 
 
 @dataclass(frozen=True)
