@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from audit_helpers import key_dir  # noqa: F401  (fixture: checkpoints are signed with a test key)
 from deq_core.audit import AuditLog
 
 # .ci/run starts a throwaway PostgreSQL server and names it here; elsewhere those cases skip.
