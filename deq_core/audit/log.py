@@ -330,14 +330,16 @@ def _missing(first: int, last: int) -> str:
     return f"entries {first}-{last} are missing ({last - first + 1} rows)"
 
 
+def _removed(first: int, last: int) -> str:
+    return f"entry {first} was removed" if first == last else f"entries {first}-{last} were removed"
+
+
 def _checkpoint_problems(where: str, checkpoint: Checkpoint, hashes: dict[int, str], last: int) -> list[str]:
     if not checkpoint.valid():
         return [f"{where}: its signature does not verify (the checkpoint was forged or edited)"]
     if checkpoint.count > last:
         return [f"{where}: the log held {checkpoint.count} entries when it was signed, it now ends at entry {last} "
-                f"(entries {last + 1}-{checkpoint.count} were removed)" if checkpoint.count > last + 1 else
-                f"{where}: the log held {checkpoint.count} entries when it was signed, it now ends at entry {last} "
-                f"(entry {checkpoint.count} was removed)"]  # fmt: skip
+                f"({_removed(last + 1, checkpoint.count)})"]
     if checkpoint.count in hashes and hashes[checkpoint.count] != checkpoint.head_hash:
         return [f"{where}: entry {checkpoint.count} is not the entry that was signed (the log was rewritten)"]
     return []
@@ -345,7 +347,7 @@ def _checkpoint_problems(where: str, checkpoint: Checkpoint, hashes: dict[int, s
 
 def _expected_head_problems(count: int, head_hash: str | None, hashes: dict[int, str], last: int) -> list[str]:
     if count > last:
-        return [f"expected head: {count} entries, the log ends at entry {last} (entries {last + 1}-{count} were removed)"]
+        return [f"expected head: {count} entries, the log ends at entry {last} ({_removed(last + 1, count)})"]
     if head_hash is not None and hashes.get(count) != head_hash:
         return [f"expected head: entry {count} does not hash to {head_hash[:16]}... (the log was rewritten)"]
     return []

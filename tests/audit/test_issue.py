@@ -159,3 +159,27 @@ def test_the_key_is_refused_inside_the_repository_or_readable_by_others(tmp_path
     os.chmod(tmp_path / KEY_FILE, 0o644)
     with pytest.raises(SigningKeyError, match="readable by others"):
         load_deployment_key(tmp_path)
+
+
+def test_verify_log_through_the_cli_catches_a_truncation_against_a_kept_report_or_export(built, audit, tmp_path, capsys):
+    import sqlite3
+
+    model, folder, report = built
+    for i in range(3):
+        issued(report, audit, tmp_path / f"r{i}")
+    assert main(["checkpoint", "--db", audit.url, "--out", str(tmp_path / "head.json")]) == 0
+    connection = sqlite3.connect(audit.url.removeprefix("sqlite:///"))
+    for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        connection.execute(f"DROP TRIGGER {name}")
+    connection.execute("DELETE FROM audit_entries WHERE id = 3")
+    connection.execute("DELETE FROM audit_checkpoints WHERE count = 3")
+    connection.execute("UPDATE audit_head SET count = 2, last_hash = (SELECT entry_hash FROM audit_entries WHERE id = 2)")
+    connection.commit()
+    connection.close()
+    capsys.readouterr()
+    assert main(["verify-log", "--db", audit.url]) == 0  # consistent in itself
+    for kept in (str(tmp_path / "r2" / "report.json"), str(tmp_path / "head.json")):
+        assert main(["verify-log", "--db", audit.url, "--checkpoint", kept]) == 1
+        assert "(entry 3 was removed)" in capsys.readouterr().out
+    assert main(["verify-log", "--db", audit.url, "--expect-count", "3"]) == 1
+    assert "entries 3-3" not in capsys.readouterr().out
