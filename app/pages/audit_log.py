@@ -61,13 +61,10 @@ else:
     for problem in verification.problems:
         st.markdown(f"- {problem}")
 head = log.checkpoint()
-if head is not None:
-    st.download_button(f"Download the log's signed head ({head.count} entries)",
-                       (json.dumps(head.to_dict(), indent=1, sort_keys=True) + "\n").encode(),
-                       file_name=f"audit-checkpoint-{head.count}.json", mime="application/json", key="audit_checkpoint",
-                       icon=":material/download:", on_click="ignore",
-                       help="Keep it somewhere else: `python -m deq_core.audit verify-log --checkpoint FILE` then "
-                       "catches a log cut back below it, even if the database was rewritten consistently.")  # fmt: skip
+if head is not None:  # a copy kept elsewhere is what catches a log rebuilt shorter (docs/audit.md)
+    st.caption(f"Newest signed checkpoint: {head.count} entries, head `{head.head_hash[:16]}…`. Keep a copy elsewhere "
+               "(`python -m deq_core.audit checkpoint --out FILE`); `verify-log --checkpoint FILE` then catches a log "
+               "cut back below it.")  # fmt: skip
 
 filters = st.columns(2)
 models = sorted({e.model_name for e in log.entries()})
