@@ -1,9 +1,10 @@
 """The "decision report" panel the Inspect and Lab pages share: prepare on request, then download and log.
 
 The report is built only when the user presses "Prepare report" (a rerun never
-rebuilds it), kept in the session, written under the app's cache folder so the
-Audit log page can re-open it, and every download is recorded in the audit log
-with source "app".
+rebuilds it), issued (recorded in the audit log with source "app", signed with the
+deployment key, written under the app's cache folder so the Audit log page can
+re-open it), kept in the session, and every download is recorded in the log too.
+Only an issued report verifies, so the files offered are the signed ones.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import uuid
+
 import streamlit as st
 
 from app import resources
-from deq_core import AuditLog, Case, DecisionReport, ReportSettings, default_audit_url, log_report
+from deq_core import AuditLog, Case, DecisionReport, ReportSettings, default_audit_url, issue_report, log_report
 
 
 @st.cache_resource(show_spinner=False)
@@ -54,8 +57,10 @@ def report_panel(entry: resources.ModelEntry, case: Case, key: str, *, settings:
                 case, settings, corruption=corruption, explanation=explanation,
                 source={"upload": True} if case.is_upload else {"app": True, "dataset": lens.config.dataset},
             )  # fmt: skip
-        json_path, _ = report.write(reports_dir() / report.sha256[:16])
-        st.session_state[state_key] = {"identity": identity, "report": report, "path": str(json_path)}
+        # A folder of its own per issue: the same report prepared twice is two log entries, two files.
+        folder = reports_dir() / f"{report.sha256[:16]}-{uuid.uuid4().hex[:8]}"
+        report = issue_report(report, audit_log(), folder, source="app")
+        st.session_state[state_key] = {"identity": identity, "report": report, "path": str(folder / "report.json")}
     prepared: Mapping | None = st.session_state.get(state_key)
     if not prepared or prepared["identity"] != identity:
         st.caption("Prepare a report to download it as HTML (readable offline, printable) and JSON (verifiable).")

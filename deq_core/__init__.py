@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "ReportVerification": "deq_core.audit", "build_report": "deq_core.audit", "log_report": "deq_core.audit",
     "verify_report": "deq_core.audit", "default_audit_url": ("deq_core.audit", "default_url"),
     "record_sha256": "deq_core.audit", "render_html": "deq_core.audit",
+    "issue_report": ("deq_core.audit", "issue"), "verify_issued": ("deq_core.audit.verify", "issue_problems"),
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,7 @@
     lens.decide(damaged).prediction
     lens.tune(case, settings)                      # one case under other solver settings
     lens.assess(settings) / lens.sweep(settings)   # the whole test split
-    lens.report(case).write("reports/insp-0042")   # a verifiable decision report
+    issue_report(lens.report(case), AuditLog(), "reports/insp-0042")   # a logged, signed, verifiable report
     Lens.verify("reports/insp-0042/report.json")
 
 A Lens owns the loaded model and a re-entrant lock (attribution hooks into the model
@@ -332,14 +332,17 @@ class Lens:
                                 settings=settings, label=case.label, explanation=explanation, source=source)  # fmt: skip
 
     @staticmethod
-    def verify(report: str | Path | Mapping, model_folder: str | Path | None = None) -> "ReportVerification":
-        """Re-run a report's decision from its record alone and compare (``deq_core.audit`` verify)."""
+    def verify(report: str | Path | Mapping, model_folder: str | Path | None = None, log=None) -> "ReportVerification":
+        """Re-run a report's decision from its record alone and compare (``deq_core.audit`` verify).
+
+        ``log``: the audit log (or URL) that must hold the report; None: the default one.
+        """
         import json
 
         from deq_core.audit import verify_report
 
         record = report if isinstance(report, Mapping) else json.loads(Path(report).read_text())
-        return verify_report(record, model_folder)
+        return verify_report(record, model_folder, log)
 
     def __repr__(self) -> str:
         return f"Lens({self.name!r}, {self.config.architecture}, checksum {self.checksum[:12]}, on {self.model.device})"

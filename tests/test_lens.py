@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import make_contractive, tiny_inputs, tiny_model, tiny_modalities
 
-from deq_core import Case, CorruptionSpec, Lens, ReportSettings, apply_corruptions, explain_case, save_model, trace
+from deq_core import AuditLog, Case, CorruptionSpec, Lens, ReportSettings, apply_corruptions, explain_case, issue_report, save_model, trace
 from deq_core.data.base import MultimodalDataset
 from deq_core.explain import tuning
 from deq_core.explain.corrupt import InputReference
@@ -114,9 +114,13 @@ def test_background_lens_shares_the_cache_not_the_model(lens):
 
 def test_report_and_verify_round_trip(lens, tmp_path, monkeypatch):
     monkeypatch.setenv("DEQ_LENS_AUDIT_DB", f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    monkeypatch.setenv("DEQ_LENS_KEY_DIR", str(tmp_path / "keys"))
     case = lens.case("t5", data=_data())
+    case = dataclasses.replace(case, texts={})  # _data's notes are not the text of its random tokens, which verify checks
     report = lens.report(case, ReportSettings(n_steps=8))
-    json_path, _ = report.write(tmp_path / "report")
+    assert not Lens.verify(json.loads(report.json_text())).ok  # never issued: not in the log, not signed
+    issue_report(report, AuditLog(), tmp_path / "report")
+    json_path = tmp_path / "report" / "report.json"
     assert Lens.verify(json_path).ok
     record = json.loads(json_path.read_text())
     record["case_id"] = "t4"  # any edit breaks the record's hash

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.report_panel import audit_log
-from deq_core import record_sha256, render_html
+from deq_core import ReportRecord, record_sha256, render_html, verify_issued
 
 
 def recorded_report(path: Path, recorded_sha256: str) -> tuple[dict | None, str]:
@@ -36,6 +36,14 @@ def recorded_report(path: Path, recorded_sha256: str) -> tuple[dict | None, str]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def issued_problems(record: dict) -> list[str]:
+    """Why the report is not this log's signed entry (empty: it is); a report that does not read has no signature."""
+    try:
+        return verify_issued(ReportRecord.from_dict(record), log)
+    except ValueError as error:
+        return [f"the report does not read as a report ({error})"]
+
+
 def report_page(record_json: str) -> str:
     """The HTML page of a verified record, rendered from it (the HTML file beside it carries no hash of its own)."""
     return render_html(json.loads(record_json))
@@ -52,6 +60,11 @@ else:
     st.error(f"The log has been tampered with ({verification.entries} entries):", icon=":material/gpp_bad:")
     for problem in verification.problems:
         st.markdown(f"- {problem}")
+head = log.checkpoint()
+if head is not None:  # a copy kept elsewhere is what catches a log rebuilt shorter (docs/audit.md)
+    st.caption(f"Newest signed checkpoint: {head.count} entries, head `{head.head_hash[:16]}…`. Keep a copy elsewhere "
+               "(`python -m deq_core.audit checkpoint --out FILE`); `verify-log --checkpoint FILE` then catches a log "
+               "cut back below it.")  # fmt: skip
 
 filters = st.columns(2)
 models = sorted({e.model_name for e in log.entries()})
@@ -86,6 +99,12 @@ if record is not None:
                    f"({type(error).__name__}: {error}); it cannot be shown.")  # fmt: skip
 if page is not None:
     st.caption(f"The report file `{entry.report_path}` still hashes to the SHA-256 the log recorded.")
+    not_issued = issued_problems(record)
+    if not_issued:
+        st.warning("This report is not a signed entry of this log: " + "; ".join(not_issued), icon=":material/gpp_maybe:")
+    else:
+        st.caption(f"Signed by the deployment key `{record['signature']['public_key'][:16]}…` as entry "
+                   f"{record['signature']['checkpoint']['count']} of this log.")  # fmt: skip
     st.download_button("Download this report (HTML)", page.encode(), file_name=f"{entry.case_id}-{entry.report_sha256[:8]}.html",
                        mime="text/html", key="audit_download", icon=":material/download:", on_click="ignore")  # fmt: skip
     if st.toggle("Show the report here", key="audit_show"):

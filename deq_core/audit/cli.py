@@ -1,23 +1,28 @@
-"""``python -m deq_core.audit``: write reports (``report``), re-run them (``verify``), check the log (``verify-log``).
+"""``python -m deq_core.audit``: issue reports (``report``), re-run them (``verify``), check the log (``verify-log``).
 
     python -m deq_core.audit report --model assets/models/handwritten-deq --case hw-0001 --out reports/hw-0001
     python -m deq_core.audit report --model assets/models/handwritten-deq --cases all --out reports/all
     python -m deq_core.audit verify reports/hw-0001/report.json
-    python -m deq_core.audit verify-log
+    python -m deq_core.audit checkpoint --out head.json          # a signed copy of the log's head, to keep elsewhere
+    python -m deq_core.audit verify-log --checkpoint head.json reports/hw-0001/report.json --files
+
+Threat model, and what each check catches: ``docs/audit.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 
 from deq_core.audit.log import AuditLog
-from deq_core.audit.record import ReportRecord
-from deq_core.audit.report import HTML_NAME, JSON_NAME, ReportSettings, build_report, log_report
-from deq_core.audit.verify import verify_report
+from deq_core.audit.report import HTML_NAME, JSON_NAME, ReportSettings, build_report, issue, write_atomically
+from deq_core.audit.files import check_files, read_checkpoint, safe_name
+from deq_core.audit.signing import SigningKeyError
+from deq_core.audit.verify import TOLERANCES, verify_report
 from deq_core.engine.checkpoint import ModelLoadError, load_model
 from deq_core.explain.attribution import DEFAULT_STEPS
 from deq_core.explain.corrupt import CorruptionSet
@@ -45,6 +50,10 @@ def _report_cases(args) -> int:
         if unknown:
             raise ValueError(f"{dataset}/{args.split} has no case {unknown[0]!r} (e.g. {data.ids[0]!r})")
     many = len(ids) > 1 or args.cases == "all"
+    folders = {case_id: out / safe_name(case_id) if many else out for case_id in ids}
+    taken = [f for f in folders.values() if (f / JSON_NAME).exists()]
+    if taken:  # before anything is logged: a log entry must never point at another run's report
+        raise FileExistsError(f"{taken[0] / JSON_NAME} already holds a report; write into another --out")
     rows = []
     for case_id in tqdm(ids, desc="reports", unit="case", disable=not many):
         inputs, label = data.case(case_id)
@@ -52,9 +61,8 @@ def _report_cases(args) -> int:
         report = build_report(model, args.model, inputs, case_id, texts={k: v[row] for k, v in data.texts.items()},
                               corruption=corruption, settings=settings,
                               source={"dataset": data.name, "split": args.split}, label=label)  # fmt: skip
-        folder = out / _safe(case_id) if many else out
-        json_path, _ = report.write(folder)
-        log_report(report, log, json_path.resolve(), source="cli")
+        folder = folders[case_id]
+        report = issue(report, log, folder, source="cli")
         r = report.data
         rows.append({
             "case_id": case_id, "label": r.prediction.label, "prediction": r.prediction.class_name,
@@ -64,28 +72,28 @@ def _report_cases(args) -> int:
             "folder": str(folder),
         })  # fmt: skip
     if many:
-        with open(out / "summary.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomically(out / "summary.csv", buffer.getvalue())
         print(f"{len(rows)} reports under {out}; summary in {out / 'summary.csv'}")
     else:
         print(f"{out / HTML_NAME}\n{out / JSON_NAME}\nprediction: {rows[0]['prediction']}  sha256: {rows[0]['report_sha256']}")
     return 0
 
 
-def _safe(case_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id)
-
-
 def _verify(args) -> int:
     failed = 0
+    log = AuditLog(args.db)
     for path in args.reports:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        result = verify_report(record, args.model)
-        if result.ok:  # then the record reads; its tolerances are printed as the file has them (sorted keys)
-            tolerances = dict(sorted(ReportRecord.from_dict(record).tolerances.to_dict().items()))
+        result = verify_report(record, args.model, log)
+        if result.ok:  # the verifier's own tolerances (sorted keys), which the report's must equal
+            tolerances = dict(sorted(TOLERANCES.to_dict().items()))
             print(f"OK: {path} verified ({', '.join(result.checked)}; tolerances {tolerances})")
+            if result.unchecked:
+                print(f"  not recomputable, resting on the signature: {'; '.join(result.unchecked)}")
             continue
         failed += 1
         print(f"FAILED: {path}")
@@ -96,14 +104,41 @@ def _verify(args) -> int:
 
 def _verify_log(args) -> int:
     log = AuditLog(args.db)
-    result = log.verify()
-    if result.ok:
-        print(f"OK: {result.entries} entries, chain intact ({log.url})")
+    if (args.expect_hash is None) != (args.expect_count is None) and args.expect_count is None:
+        raise ValueError("--expect-hash needs --expect-count")
+    checkpoints = [(str(path), read_checkpoint(path)) for path in args.checkpoint]
+    result = log.verify(checkpoints, expect_count=args.expect_count, expect_hash=args.expect_hash)
+    problems = list(result.problems)
+    notes: list[str] = []
+    if args.files:
+        file_problems, notes = check_files(log)
+        problems += file_problems
+    against = f", against {len(checkpoints)} checkpoint{'s' * (len(checkpoints) != 1)}" if checkpoints else ""
+    if not problems:
+        print(f"OK: {result.entries} entries, chain intact{against} ({log.url})")
+        for note in notes:
+            print(f"  note: {note}")
         return 0
-    print(f"FAILED: {log.url} ({result.entries} entries)")
-    for problem in result.problems:
+    print(f"FAILED: {log.url} ({result.entries} entries{against})")
+    for problem in problems:
         print(f"  - {problem}")
+    for note in notes:
+        print(f"  note: {note}")
     return 1
+
+
+def _checkpoint(args) -> int:
+    checkpoint = AuditLog(args.db).checkpoint()
+    if checkpoint is None:
+        raise ValueError("the audit log holds no signed checkpoint yet (nothing was recorded since checkpoints began)")
+    text = json.dumps(checkpoint.to_dict(), indent=1, sort_keys=True) + "\n"
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(args.out, text)
+        print(f"{args.out}: {checkpoint.count} entries, head {checkpoint.head_hash[:16]}...")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,16 +160,28 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="re-run a report's decision and compare")
     verify.add_argument("reports", type=Path, nargs="+", metavar="report.json")
     verify.add_argument("--model", default=None, type=Path, help="model folder (default: the one recorded)")
-    verify_log = commands.add_parser("verify-log", help="check the audit log's hash chain")
+    verify.add_argument("--db", default=None, help="the audit log that must hold the reports (default as for report)")
+    verify_log = commands.add_parser("verify-log", help="check the audit log's hash chain and signed checkpoints")
     verify_log.add_argument("--db", default=None)
+    verify_log.add_argument("--checkpoint", nargs="+", type=Path, default=[], metavar="FILE_OR_REPORT",
+                            help="checkpoints kept outside the log (exports or report.json files): the log must "
+                            "still hold every state they signed")  # fmt: skip
+    verify_log.add_argument("--expect-count", type=int, default=None, help="the log must hold at least this many entries")
+    verify_log.add_argument("--expect-hash", default=None, help="... and entry --expect-count must hash to this")
+    verify_log.add_argument("--files", action="store_true", help="also check every entry's report file on disk")
+    checkpoint = commands.add_parser("checkpoint", help="export the log's newest signed checkpoint (keep it elsewhere)")
+    checkpoint.add_argument("--db", default=None)
+    checkpoint.add_argument("--out", default=None, type=Path, help="file to write (default: print it)")
     args = parser.parse_args(argv)
     try:
         if args.command == "report":
             return _report_cases(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "checkpoint":
+            return _checkpoint(args)
         return _verify_log(args)
-    except (ModelLoadError, ValueError, KeyError, FileNotFoundError) as error:
+    except (ModelLoadError, ValueError, KeyError, FileNotFoundError, FileExistsError, SigningKeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if args.command == "report" else 1  # verify: anything but a full match is a failure
 

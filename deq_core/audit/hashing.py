@@ -58,6 +58,13 @@ def unembed_tensor(data: Mapping) -> torch.Tensor:
     return tensor
 
 
+UNHASHED = ("report_sha256", "signature")  # the hash itself, and the signature over it
+
+
 def record_sha256(record: Mapping) -> str:
-    """The report's own hash: SHA-256 of its canonical JSON without the ``report_sha256`` field."""
-    return json_sha256({k: v for k, v in record.items() if k != "report_sha256"})
+    """The report's own hash: SHA-256 of its canonical JSON without ``report_sha256`` and ``signature``.
+
+    This hash only says the record is whole; anyone can recompute it, so it is no
+    proof of origin: the ``signature`` over it is (``deq_core.audit.signing``).
+    """
+    return json_sha256({k: v for k, v in record.items() if k not in UNHASHED})

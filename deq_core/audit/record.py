@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from deq_core.audit.hashing import record_sha256, unembed_tensor
+from deq_core.audit.signing import ALGORITHM, Checkpoint, SigningKey, report_signature_payload, signature_valid
 from deq_core.engine.config import SolverSettings
 from deq_core.explain.corrupt import CorruptionSet
 
@@ -473,6 +474,43 @@ class ReferenceRecord:
                    _num_map(d["shapley"], _path(path, "shapley")), _str(d, "sentence", path))  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SignatureRecord:
+    """Who issued the report: the deployment key's signature over the report's hash and the log's head after it.
+
+    ``checkpoint.count`` is the report's entry in the audit log (its id) and
+    ``checkpoint.head_hash`` that entry's hash; the same signed checkpoint is a row of
+    the log, so the report is also a copy of the log's head kept outside it.
+    """
+
+    public_key: str
+    checkpoint: Checkpoint
+    value: str
+    algorithm: str = ALGORITHM
+
+    def to_dict(self) -> dict:
+        return {"algorithm": self.algorithm, "public_key": self.public_key, "checkpoint": self.checkpoint.to_dict(),
+                "value": self.value}  # fmt: skip
+
+    def valid_for(self, report_sha256: str) -> bool:
+        """Whether the signature is ``public_key``'s over ``report_sha256`` and the checkpoint."""
+        return self.algorithm == ALGORITHM and signature_valid(
+            self.public_key, report_signature_payload(report_sha256, self.checkpoint), self.value)
+
+    @classmethod
+    def sign(cls, key: SigningKey, report_sha256: str, checkpoint: Checkpoint) -> "SignatureRecord":
+        return cls(key.public_key, checkpoint, key.sign(report_signature_payload(report_sha256, checkpoint)))
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "signature") -> "SignatureRecord":
+        d = _mapping(data, path, ("algorithm", "public_key", "checkpoint", "value"))
+        try:
+            checkpoint = Checkpoint.from_dict(d["checkpoint"])
+        except ValueError as error:
+            raise ValueError(f"report record field {_path(path, 'checkpoint')!r}: {error}") from error
+        return cls(_str(d, "public_key", path), checkpoint, _str(d, "value", path), _str(d, "algorithm", path))
+
+
 # --------------------------------------------------------------------------- the record
 
 
@@ -482,7 +520,8 @@ class ReportRecord:
 
     ``corruption`` and ``trajectory`` are None where there is none (an unaltered case, a
     feed-forward model); ``ideal_reference`` is None, and absent from the JSON, where the
-    case's dataset has no reference for it.
+    case's dataset has no reference for it; ``signature`` is None, and absent, until the
+    report is issued (recorded in the audit log and signed: ``deq_core.audit.report.issue``).
     """
 
     format: str
@@ -502,6 +541,7 @@ class ReportRecord:
     tolerances: Tolerances
     ideal_reference: ReferenceRecord | None = None
     report_sha256: str = ""
+    signature: SignatureRecord | None = None
 
     def to_dict(self) -> dict:
         """The JSON record: the keys, their order and their values every report has written."""
@@ -525,6 +565,8 @@ class ReportRecord:
         if self.ideal_reference is not None:
             record["ideal_reference"] = self.ideal_reference.to_dict()
         record["report_sha256"] = self.report_sha256
+        if self.signature is not None:
+            record["signature"] = self.signature.to_dict()
         return record
 
     def content_sha256(self) -> str:
@@ -532,15 +574,19 @@ class ReportRecord:
         return record_sha256(self.to_dict())
 
     def sealed(self) -> "ReportRecord":
-        """This record carrying its own hash."""
-        return dataclasses.replace(self, report_sha256=self.content_sha256())
+        """This record carrying its own hash (and no signature: a changed record needs a new one)."""
+        return dataclasses.replace(self, report_sha256=self.content_sha256(), signature=None)
+
+    def signed(self, key: SigningKey, checkpoint: Checkpoint) -> "ReportRecord":
+        """This (sealed) record signed by ``key``, as the report of the log's entry ``checkpoint.count``."""
+        return dataclasses.replace(self, signature=SignatureRecord.sign(key, self.report_sha256, checkpoint))
 
     @classmethod
     def from_dict(cls, data: Any) -> "ReportRecord":
         """Read a record back; ValueError naming the first missing, unknown or ill-typed field."""
         keys = ("format", "version", "created_at", "case_id", "source", "model", "inputs", "corruption", "settings",
                 "environment", "prediction", "trajectory", "attribution", "reliability", "tolerances", "report_sha256")  # fmt: skip
-        d = _mapping(data, "", keys, optional=("ideal_reference",))
+        d = _mapping(data, "", keys, optional=("ideal_reference", "signature"))
         if d["format"] != FORMAT:
             raise ValueError(f"report record field 'format': {d['format']!r} is not {FORMAT!r}")
         if d["version"] != VERSION or not _is_int(d["version"]):
@@ -563,6 +609,7 @@ class ReportRecord:
             tolerances=Tolerances.from_dict(d["tolerances"]),
             ideal_reference=ReferenceRecord.from_dict(d["ideal_reference"]) if "ideal_reference" in d else None,
             report_sha256=_str(d, "report_sha256", ""),
+            signature=SignatureRecord.from_dict(d["signature"]) if "signature" in d else None,
         )
 
 

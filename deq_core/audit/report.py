@@ -6,9 +6,11 @@ prediction, trajectory, attributions and reliability figures; the inputs
 themselves, base64 of their raw bytes; and the record's own SHA-256) plus a
 self-contained HTML page for people (Plotly inlined, readable offline, printable).
 
-This module builds and writes reports and logs them (``AuditLog``);
-``deq_core.audit.verify`` re-runs a decision from the record alone, and
-``python -m deq_core.audit`` (``deq_core.audit.cli``) does both from the shell.
+This module builds and writes reports and issues them (``issue``: recorded in the
+``AuditLog``, signed with the deployment key, written without a half-written or
+unlogged file ever appearing under the final names); ``deq_core.audit.verify``
+re-runs a decision from the record alone, and ``python -m deq_core.audit``
+(``deq_core.audit.cli``) does both from the shell.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -60,6 +64,7 @@ from deq_core.explain.explanation import Explanation, explain_case
 
 JSON_NAME = "report.json"
 HTML_NAME = "report.html"
+CLAIM_NAME = ".report.claim"  # present while a report is being issued into a folder, and after a run was killed doing so
 
 
 def _finite(value: float | None) -> float | None:
@@ -139,13 +144,53 @@ class DecisionReport:
         return json.dumps(self.record, indent=1, sort_keys=True) + "\n"
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
-        """Write ``report.json`` and ``report.html`` into ``folder``; returns both paths."""
+        """Write ``report.html`` then ``report.json`` into ``folder``; returns both paths.
+
+        Each is written under a temporary name, flushed to disk and renamed, so a
+        file under its final name is always whole; ``report.json`` comes last, so a
+        ``report.json`` present means its page is too. A ``report.json`` of another
+        report already there is not overwritten (FileExistsError).
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         json_path, html_path = folder / JSON_NAME, folder / HTML_NAME
-        json_path.write_text(self.json_text(), encoding="utf-8")
-        html_path.write_text(self.html, encoding="utf-8")
+        existing = _report_sha256_at(json_path)
+        if existing is not None and existing != self.sha256:
+            raise FileExistsError(f"{json_path} holds another report ({existing[:16]}...); refusing to overwrite it")
+        write_atomically(html_path, self.html)
+        write_atomically(json_path, self.json_text())
         return json_path, html_path
+
+
+def _report_sha256_at(path: Path) -> str | None:
+    """The ``report_sha256`` of the report at ``path``; None where there is no file; "?" where it is not a report."""
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("report_sha256")
+    except (OSError, ValueError, AttributeError):
+        return "?"
+    return value if isinstance(value, str) else "?"
+
+
+def write_atomically(path: Path, content: str) -> None:
+    """``content`` at ``path``, never half-written: a temporary file beside it, fsync'd, then renamed over it."""
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(staging, 0o644)  # mkstemp makes it private to the user; a report is for reading
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
 
 
 def environment(model: FusionModel) -> EnvironmentRecord:
@@ -229,19 +274,13 @@ def build_report(
             tuple(EmbeddedInput(m.name, m.kind, **_embedded(x[0])) for m, x in zip(config.modalities, original)),
             dict(texts or {}),
         ),
-        corruption=_corruption_record(model, corruption, seen),
+        corruption=corruption_record(model, corruption, seen),
         settings=settings.recorded(model),
         environment=environment(model),
-        prediction=PredictionRecord(explanation.prediction, explanation.predicted_class,
-                                    dict(zip(config.class_names, explanation.probabilities)),
-                                    None if label is None else config.class_names[label]),  # fmt: skip
-        trajectory=_trajectory_record(explanation),
-        attribution=_attribution_record(explanation, config, settings.top_k),
-        reliability=ReliabilityRecord.from_dict({
-            **explanation.reliability.to_dict(),
-            "ig_delta": _finite(explanation.reliability.ig_delta),
-            "final_relative_residual": _finite(explanation.reliability.final_relative_residual),
-        }),  # fmt: skip
+        prediction=prediction_record(explanation, config, label),
+        trajectory=trajectory_record(explanation),
+        attribution=attribution_record(explanation, config, settings.top_k),
+        reliability=reliability_record(explanation),
         tolerances=Tolerances(**TOLERANCES),
     )
     reference = dataset_reference(config.dataset, case_id, seen, texts or {}, explanation.target, config.modality_names)
@@ -256,7 +295,23 @@ def _embedded(tensor: torch.Tensor) -> dict:
     return {**data, "shape": tuple(data["shape"])}
 
 
-def _corruption_record(model: FusionModel, corruption: CorruptionSet | None, seen: Sequence[torch.Tensor]) -> CorruptionRecord | None:
+def prediction_record(explanation: Explanation, config: ModelConfig, label: int | None) -> PredictionRecord:
+    """The decision as recorded (``verify`` rebuilds it from a re-run the same way)."""
+    return PredictionRecord(explanation.prediction, explanation.predicted_class,
+                            dict(zip(config.class_names, explanation.probabilities)),
+                            None if label is None else config.class_names[label])  # fmt: skip
+
+
+def reliability_record(explanation: Explanation) -> ReliabilityRecord:
+    """The reliability figures as recorded: non-finite ones as null."""
+    return ReliabilityRecord.from_dict({
+        **explanation.reliability.to_dict(),
+        "ig_delta": _finite(explanation.reliability.ig_delta),
+        "final_relative_residual": _finite(explanation.reliability.final_relative_residual),
+    })  # fmt: skip
+
+
+def corruption_record(model: FusionModel, corruption: CorruptionSet | None, seen: Sequence[torch.Tensor]) -> CorruptionRecord | None:
     if corruption is None or len(corruption) == 0:
         return None
     return CorruptionRecord(
@@ -267,7 +322,7 @@ def _corruption_record(model: FusionModel, corruption: CorruptionSet | None, see
     )
 
 
-def _trajectory_record(explanation: Explanation) -> TrajectoryRecord | None:
+def trajectory_record(explanation: Explanation) -> TrajectoryRecord | None:
     trajectory = explanation.trajectory
     if trajectory is None:
         return None
@@ -282,7 +337,7 @@ def _trajectory_record(explanation: Explanation) -> TrajectoryRecord | None:
     )
 
 
-def _attribution_record(explanation: Explanation, config: ModelConfig, top_k: int) -> AttributionRecord:
+def attribution_record(explanation: Explanation, config: ModelConfig, top_k: int) -> AttributionRecord:
     shapley, attribution = explanation.shapley, explanation.attribution
     return AttributionRecord(
         target=explanation.target,
@@ -316,7 +371,11 @@ def reference_record(reference: Reference, model_values: Mapping[str, float]) ->
 
 
 def log_report(report: DecisionReport, log: AuditLog, report_path: str | Path = "", source: str = "cli"):
-    """Append one report to the audit log; returns the ``AuditEntry``."""
+    """Append one report to the audit log; returns the ``AuditEntry`` (carrying the signed checkpoint after it).
+
+    ``issue`` is the way to hand a report out (logged, signed, written); this alone
+    records an event about a report already issued (the app's downloads).
+    """
     record = report.data
     return log.append(
         model_name=record.model.name,
@@ -335,3 +394,64 @@ def log_report(report: DecisionReport, log: AuditLog, report_path: str | Path = 
         },
         source=source,
     )
+
+
+# --------------------------------------------------------------------------- issuing: log, sign, write
+
+
+def claim_folder(folder: Path, report: DecisionReport) -> Path:
+    """Reserve ``folder`` for ``report``: a claim file made exclusively, refused if another report is or was there.
+
+    The claim stays if the run is killed before the report is written, so a log
+    entry without its file is explained (``verify-log --files``: "not written"),
+    and no later run can write another report where that entry points.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    claim = folder / CLAIM_NAME
+    try:
+        handle = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise FileExistsError(f"{folder} is being written by another run, or a run was stopped while writing there "
+                              f"({claim}); write the report into another folder") from None  # fmt: skip
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump({"report_sha256": report.sha256, "case_id": report.case_id, "pid": os.getpid()}, out)
+    if (folder / JSON_NAME).exists():
+        claim.unlink()
+        raise FileExistsError(f"{folder / JSON_NAME} already holds a report; write the report into another folder")
+    return claim
+
+
+def read_claim(folder: Path) -> dict | None:
+    """The claim a run left in ``folder`` (``claim_folder``), or None."""
+    try:
+        data = json.loads((folder / CLAIM_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def issue(report: DecisionReport, log: AuditLog, folder: str | Path | None = None, source: str = "cli") -> DecisionReport:
+    """Hand a report out: record it in ``log``, sign it with the log's key, and write it into ``folder``.
+
+    The order makes a kill at any moment leave the folder and the log agreeing:
+    the folder is claimed first (nothing logged yet); the log entry is committed
+    (with its signed checkpoint); the signed files are written under temporary names
+    and renamed (``report.json`` last); the claim is removed. So every
+    ``report.json`` on disk is in the log, and a log entry without its file still
+    has the claim beside where the file should be ("not written").
+
+    Returns the signed report (``folder`` None: logged and signed, not written).
+    """
+    folder = None if folder is None else Path(folder)
+    claim = None if folder is None else claim_folder(folder, report)
+    try:
+        entry = log_report(report, log, "" if folder is None else (folder / JSON_NAME).resolve(), source=source)
+    except BaseException:
+        if claim is not None:
+            claim.unlink(missing_ok=True)  # nothing was logged: the folder is free again
+        raise
+    signed = dataclasses.replace(report, data=report.data.signed(log.signing_key, entry.checkpoint))
+    if folder is not None:
+        signed.write(folder)
+        claim.unlink()
+    return signed

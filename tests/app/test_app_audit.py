@@ -17,7 +17,8 @@ TIMEOUT = 300
 def audit_env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("lens-audit")
     url = f"sqlite:///{cache / 'audit.sqlite'}"
-    previous = apply_environment({**app_environment(tiny_models(), cache), "DEQ_LENS_AUDIT_DB": url})
+    previous = apply_environment({**app_environment(tiny_models(), cache), "DEQ_LENS_AUDIT_DB": url,
+                                  "DEQ_LENS_KEY_DIR": str(cache / "keys")})  # fmt: skip
     yield AuditLog(url)
     restore_environment(previous)
 
@@ -41,7 +42,10 @@ def test_inspect_report_is_prepared_on_request_downloaded_and_logged(audit_env):
     prepared = at.session_state["report_insp_report"]
     record = prepared["report"].record
     assert record["case_id"] == at.session_state["case_id"]
-    assert verify_report(record).ok  # the app's cached explanation is the one verify reproduces
+    assert "signature" in record  # issued on preparing: logged and signed
+    assert audit_env.entries()[0].report_sha256 == record["report_sha256"]
+    result = verify_report(record, log=audit_env)
+    assert result.ok, result.problems  # the app's cached explanation is the one verify reproduces
     before = len(audit_env.entries())
     at.download_button(key="insp_report_json").click().run()
     assert not at.exception

@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 
+from audit_helpers import key_dir  # noqa: F401  (fixture)
 from conftest import tiny_inputs, tiny_model
 from deq_core import save_model
 from deq_core.audit import ReportRecord, ReportSettings, build_report, record_sha256, verify_report

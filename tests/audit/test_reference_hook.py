@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from audit_helpers import audit, issued, key_dir  # noqa: F401  (fixtures)
 from conftest import tiny_inputs, tiny_model
 from deq_core import save_model
 from deq_core.audit import ReportSettings, build_report, record_sha256, verify_report
@@ -62,9 +63,9 @@ def test_the_registry_knows_the_inspection_ideal_and_nothing_for_other_data():
         references.register_reference("x", "deq_core.explain.ideal:ideal_reference")
 
 
-def test_a_registered_reference_is_recorded_and_verified(registered):
+def test_a_registered_reference_is_recorded_and_verified(registered, audit):
     model, folder, case = registered
-    report = build_report(model, folder, case, "ref-0", settings=SETTINGS)
+    report = issued(build_report(model, folder, case, "ref-0", settings=SETTINGS), audit)
     reference = report.record["ideal_reference"]
     assert reference["shapley"] == pytest.approx(dict.fromkeys(NAMES, 0.25))
     assert reference["shows"] == {n: f"mean {float(x.float().mean()):.3f}" for n, x in zip(NAMES, case)}
@@ -72,21 +73,21 @@ def test_a_registered_reference_is_recorded_and_verified(registered):
     assert reference["probabilities"] == {"a": 0.0, "b": 1.0, "c": 0.0} and reference["target_class"] == "b"
     model_values = report.record["attribution"]["shapley"]
     assert reference["sentence"] == f"model's first: {max(model_values, key=model_values.get)}"
-    result = verify_report(report.record)
+    result = verify_report(report.record, log=audit)
     assert result.ok and result.checked[-1] == "ideal classifier reference"
 
     forged = json.loads(report.json_text())
     forged["ideal_reference"]["shapley"]["stats"] = 0.5
     forged["report_sha256"] = record_sha256(forged)
-    assert any("ideal reference Shapley value of stats" in p for p in verify_report(forged).problems)
+    assert any("ideal reference Shapley value of stats" in p for p in verify_report(forged, log=audit).problems)
     assert "ideal_reference" not in build_report(model, folder, case, "other-0", settings=SETTINGS).record
 
 
-def test_a_reference_the_models_dataset_cannot_recompute_fails_verification(registered, monkeypatch):
+def test_a_reference_the_models_dataset_cannot_recompute_fails_verification(registered, monkeypatch, audit):
     model, folder, case = registered
-    record = build_report(model, folder, case, "ref-0", settings=SETTINGS).record
+    record = issued(build_report(model, folder, case, "ref-0", settings=SETTINGS), audit).record
     monkeypatch.delitem(references._registered, "counting-demo")
-    result = verify_report(record)
+    result = verify_report(record, log=audit)
     assert not result.ok and result.problems == ("ideal reference: the model's dataset 'counting-demo' has no reference "
                                                  "to recompute it with",)  # fmt: skip
 
