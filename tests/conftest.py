@@ -53,6 +53,24 @@ def make_contractive(model) -> None:
         model.update.fuse_norm_weight.fill_(0.2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_state(tmp_path_factory):
+    """No test writes the user's deployment key, audit log or cache (tests that need their own set them)."""
+    import os
+
+    root = tmp_path_factory.mktemp("user-state")
+    saved = {k: os.environ.get(k) for k in ("DEQ_LENS_KEY_DIR", "DEQ_LENS_CACHE", "DEQ_LENS_AUDIT_DB")}
+    os.environ.setdefault("DEQ_LENS_KEY_DIR", str(root / "keys"))
+    os.environ.setdefault("DEQ_LENS_CACHE", str(root / "cache"))
+    os.environ.setdefault("DEQ_LENS_AUDIT_DB", f"sqlite:///{root / 'audit.sqlite'}")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def inputs():
     return tiny_inputs()

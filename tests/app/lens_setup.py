@@ -52,6 +52,7 @@ def app_environment(models: Path, cache: Path) -> dict[str, str]:
         "DEQ_LENS_ROBUSTNESS": "quick",
         "DEQ_LENS_ROBUSTNESS_CACHE": str(cache / "robustness"),
         "DEQ_LENS_CACHE": str(cache / "lens"),
+        "DEQ_LENS_KEY_DIR": str(cache / "keys"),  # the deployment key of a test run, never the user's
         "DEQ_LENS_THREADS": "1",
         "DEQ_LENS_ALLOW_ANY_FOLDER": "1",  # the tests open folders in tmp_path; test_app_bad_uploads checks without
     }
