@@ -1,8 +1,11 @@
 """What the pages share: model discovery, Streamlit caches, background jobs, the current selection.
 
-Models and data are loaded once per process (``st.cache_resource``) and shared by
-every session; per-case results are cached on hashable keys (``st.cache_data``);
-dataset-level work runs in ``app.jobs`` so a rerun never throws it away.
+Each model has one ``deq_core.Lens`` per process (``st.cache_resource``), shared by every
+session: its lock serialises the foreground calls and its cache holds every per-case
+result (decisions, explanations, tunings, variants), keyed by model checksum, case key,
+input fingerprint and settings. Dataset-level work runs in ``app.jobs`` on a second Lens
+of the same model (``background_lens``), so a rerun never throws it away and never waits
+for it; evaluations are also kept on disk (``deq_core.cache``).
 
 Environment:
     DEQ_LENS_MODELS      models root (default <repo>/assets/models)
