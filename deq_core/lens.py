@@ -331,6 +331,18 @@ class Lens:
             return build_report(self.model, self.folder, case.inputs, case.key, texts=case.texts, corruption=corruption,
                                 settings=settings, label=case.label, explanation=explanation, source=source)  # fmt: skip
 
+    def issue(self, case: Case, folder: str | Path | None = None, settings: "ReportSettings | None" = None,
+              corruption: "CorruptionSet | None" = None, log=None, **options: Any) -> "DecisionReport":  # fmt: skip
+        """A decision report of ``case``, recorded in the audit log, signed, and written into ``folder``.
+
+        ``log``: an ``AuditLog`` or URL; None: the default one (``$DEQ_LENS_AUDIT_DB``).
+        What ``verify`` accepts: a report only built (``Lens.report``) is in no log.
+        """
+        from deq_core.audit import AuditLog, default_url, issue
+
+        log = log if isinstance(log, AuditLog) else AuditLog(log or default_url())
+        return issue(self.report(case, settings, corruption, **options), log, folder)
+
     @staticmethod
     def verify(report: str | Path | Mapping, model_folder: str | Path | None = None, log=None) -> "ReportVerification":
         """Re-run a report's decision from its record alone and compare (``deq_core.audit`` verify).

@@ -153,3 +153,15 @@ def test_a_lens_refuses_a_model_without_the_protocol_and_names_what_is_missing()
 
     with pytest.raises(TypeError, match="device, input_means, encode, run, eval"):
         Lens(NotAModel(), checksum="x")
+
+
+def test_issue_logs_signs_and_writes_a_report_that_verifies(lens, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEQ_LENS_KEY_DIR", str(tmp_path / "keys"))
+    url = f"sqlite:///{tmp_path / 'issued.sqlite'}"
+    data = _data()
+    data.texts.clear()  # random tokens: no note text to show beside them
+    case = lens.case("t2", data=data)
+    lens.issue(case, tmp_path / "out", ReportSettings(n_steps=8), log=url)
+    assert Lens.verify(tmp_path / "out" / "report.json", log=url).ok
+    built_only = lens.report(case, ReportSettings(n_steps=8))
+    assert not Lens.verify(built_only.record, log=url).ok  # never issued: in no log
