@@ -342,3 +342,35 @@ def ideal_comparison(shapley, reference) -> pd.DataFrame:
             "ideal": ideal_values,
         }
     )
+
+
+# --------------------------------------------------------------------------- stability of the fixed point
+
+
+def stability_starts(stability) -> pd.DataFrame:
+    """One row per start of ``deq_core.explain.stability.Stability``: where it went and what it decided."""
+    u, names = stability.uniqueness, stability.class_names
+    return pd.DataFrame(
+        {
+            "start": list(u.starts),
+            "converged": list(u.converged),
+            "equilibrium": [c + 1 if c >= 0 else None for c in u.clusters],
+            "distance": list(u.distances),
+            "decision": [names[d] for d in u.decisions],
+        }
+    )
+
+
+def stability_frame(found) -> pd.DataFrame:
+    """One row per case of a ``StabilitySurvey``: radius, iterations, solver rate, uniqueness, error."""
+    return pd.DataFrame(
+        {
+            "case": list(found.case_ids),
+            "spectral_radius": found.radii,
+            "iterations": found.iterations,
+            "contraction_rate": [r.local.contraction_rate for r in found.results],
+            "unique": [r.uniqueness.unique for r in found.results],
+            "equilibria": [r.uniqueness.n_equilibria for r in found.results],
+            "wrong": found.errors.astype(bool),
+        }
+    )

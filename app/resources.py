@@ -427,6 +427,21 @@ def equal_compute_job(deq: ModelEntry, weight_tied: ModelEntry, base: SolverSett
     return jobs().submit(key, "equal-compute comparison", work)
 
 
+def stability_job(entry: ModelEntry) -> Job:
+    """Local stability and uniqueness (8 starts) of every test case's equilibrium: a ``StabilitySurvey``."""
+    from deq_core.explain import stability
+
+    data = test_data(entry)
+    key = ("stability", entry.folder, entry.checksum, len(data))
+
+    def work(report):
+        lens = background_lens(entry)
+        with lens.lock:
+            return stability.survey(lens.model, data, starts=8, progress=report)
+
+    return jobs().submit(key, "stability survey", work)
+
+
 def warm_up(entry: ModelEntry) -> None:
     """Queue the default views' dataset-level work at start, so it is under way before anyone asks."""
     for sibling in baselines_of(entry).values():

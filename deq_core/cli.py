@@ -4,6 +4,7 @@
     deq-lens train | evaluate | faithfulness | robustness | audit ...   (the modules' own CLIs)
     deq-lens explain --model M --case ID [--json]
     deq-lens tune --model M [--cases N] [--json]
+    deq-lens stability --model M [--cases N] [--starts K] [--json]
 
 Each subcommand hands the rest of the command line to the module's own ``main(argv)``,
 so its options and output are exactly those of ``python -m deq_core.<module>``; only
@@ -47,6 +48,8 @@ COMMANDS: dict[str, Command] = {
     "robustness": Command("robustness sweep under corruptions (python -m deq_core.robustness)",
                           "deq_core.explain.robustness:main"),  # fmt: skip
     "tune": Command("solver tolerance sweep: flips, iterations, latency", "deq_core.explain.tuning:main"),
+    "stability": Command("stability and uniqueness of each decision's fixed point (python -m deq_core.stability)",
+                         "deq_core.explain.stability:main"),  # fmt: skip
     "audit": Command("decision reports and the audit log: report, verify, verify-log (python -m deq_core.audit)"),
 }
 AUDIT_MODULES = ("deq_core.audit.report", "deq_core.audit.cli")  # the first that has a main

@@ -405,3 +405,37 @@ def dose_response(frame: pd.DataFrame, architectures: dict[str, str] | None = No
     fig.update_xaxes(title="severity", range=[-0.02, 1.02])
     fig.update_annotations(font_size=12)
     return _layout(fig, height)
+
+
+# --------------------------------------------------------------------------- stability of the fixed points
+
+
+def spectral_radii(frame: pd.DataFrame, height: int = 280) -> go.Figure:
+    """Histogram of the cases' spectral radii rho(J_f(z*)) (``frames.stability_frame``), with rho = 1 marked."""
+    fig = go.Figure(go.Histogram(x=frame["spectral_radius"], nbinsx=30, marker_color=PALETTE[0], name="cases"))
+    fig.add_vline(x=1.0, line_dash="dash", line_color=PALETTE[5], annotation_text="ρ = 1: not contractive",
+                  annotation_position="top left")  # fmt: skip
+    fig.update_xaxes(title="spectral radius of the Jacobian at z*", range=[0, max(1.05, float(frame["spectral_radius"].max()) * 1.05)])
+    fig.update_yaxes(title="cases")
+    return _layout(fig, height, legend=False)
+
+
+def iterations_by_radius(frame: pd.DataFrame, height: int = 300) -> go.Figure:
+    """Solver iterations against spectral radius, one marker per case; wrong decisions and non-unique cases marked."""
+    fig = go.Figure()
+    groups = [("right", ~frame["wrong"], PALETTE[0], "circle"), ("wrong", frame["wrong"], PALETTE[5], "x")]
+    for name, mask, colour, symbol in groups:
+        part = frame[mask]
+        if part.empty:
+            continue
+        fig.add_trace(go.Scatter(x=part["spectral_radius"], y=part["iterations"], mode="markers", name=name,
+                                 marker=dict(color=colour, symbol=symbol, size=7), text=part["case"],
+                                 hovertemplate="%{text}: ρ %{x:.3f}, %{y} iterations<extra></extra>"))  # fmt: skip
+    several = frame[~frame["unique"]]
+    if not several.empty:
+        fig.add_trace(go.Scatter(x=several["spectral_radius"], y=several["iterations"], mode="markers",
+                                 name="not unique", marker=dict(color="rgba(0,0,0,0)", size=13,
+                                 line=dict(color=PALETTE[6], width=2)), hoverinfo="skip"))  # fmt: skip
+    fig.update_xaxes(title="spectral radius of the Jacobian at z*")
+    fig.update_yaxes(title="solver iterations")
+    return _layout(fig, height)

@@ -7,6 +7,7 @@
     damaged = lens.variant(case, [CorruptionSpec("photo", "gaussian_noise", 0.5)])
     lens.decide(damaged).prediction
     lens.tune(case, settings)                      # one case under other solver settings
+    lens.stability(case)                           # is its fixed point stable, and the only one found?
     lens.assess(settings) / lens.sweep(settings)   # the whole test split
     issue_report(lens.report(case), AuditLog(), "reports/insp-0042")   # a logged, signed, verifiable report
     Lens.verify("reports/insp-0042/report.json")
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from deq_core.explain.corrupt import CorruptionSet, CorruptionSpec
     from deq_core.explain.explanation import Explanation
     from deq_core.explain.robustness import RobustnessReport
+    from deq_core.explain.stability import Stability
     from deq_core.explain.tuning import CaseTuning, ComputeComparison, SettingsReport, ToleranceSweep
 
 CACHE_ENTRIES = 1024  # per-case results are small (a trajectory is T x d floats); about 1 MB each at most
@@ -225,6 +227,29 @@ class Lens:
                 return tuning.tune_case(self.model, case.inputs, settings, tuning.reference_for(settings))
 
         return self._cached(self._key("tune", case.key, case.fingerprint, settings), compute)
+
+    def stability(self, case: Case, starts: int = 8, solver: SolverSettings | None = None) -> "Stability":
+        """How far the decision's fixed point can be trusted: its local stability and uniqueness from ``starts`` starts.
+
+        The other starts are zero, noise, and the typical equilibria of the other classes
+        of the model's test split (computed once per model and solver, cached).
+        """
+        from deq_core.explain import stability
+
+        if self.config.architecture != "deq" or not hasattr(self.model, "head") or not self.equilibrium:
+            raise ValueError(f"a {self.config.architecture!r} model decides from no fixed point: no stability to assess")
+
+        def anchors():
+            data = self.data()
+            with self.lock:
+                return stability.class_anchors(self.model, data, solver=solver)
+
+        def compute():
+            found = self._cached(self._key("stability-anchors", solver), anchors)
+            with self.lock:
+                return stability.case_stability(self.model, case.inputs, starts, found, solver)
+
+        return self._cached(self._key("stability", case.key, case.fingerprint, starts, solver), compute)
 
     def ideal_reference(self, case: Case, target: int):
         """The dataset's own reference for this case (the inspection ideal classifier), or None."""

@@ -279,6 +279,28 @@ if reliability.reliable:
 for warning in reliability.warnings:
     st.warning(warning, icon=":material/warning:")
 st.caption(f"Explained in {explanation.seconds:.1f} s (cached for this case and these settings).")
+if config.architecture == "deq":
+    stability = lens.stability(case)
+    trusted, lines = stability.verdict()
+    local, unique = stability.local, stability.uniqueness
+    s = st.columns(3)
+    s[0].metric("Spectral radius", f"{local.spectral_radius:.2f}",
+                help="Largest eigenvalue modulus of the fusion step's Jacobian at the equilibrium: below 1, a nudged "
+                "state is pulled back by about this factor per step.")  # fmt: skip
+    s[1].metric("Equilibria found", str(unique.n_equilibria), help=f"Distinct end states of the same case solved from "
+                f"{unique.n_starts} starts: zero, other classes' typical equilibria, and noise.")  # fmt: skip
+    amplification = local.gradient_amplification
+    s[2].metric("Gradient amplification", "n/a" if amplification is None else f"{amplification:.2f}×",
+                help="How much the implicit gradient's solve (I - J)^-T enlarges the decided class's gradient.")  # fmt: skip
+    sentence = "Equilibrium: " + "; ".join(line for line in lines if not line.startswith("warning"))
+    (st.success if trusted else st.info)(sentence, icon=":material/verified:" if trusted else ":material/info:")
+    for line in lines:
+        if line.startswith("warning"):
+            st.warning("Equilibrium " + line, icon=":material/warning:")
+    with st.expander(f"The {unique.n_starts} starts"):
+        st.dataframe(frames.stability_starts(stability), hide_index=True)
+        st.caption(f"Distance: to the zero start's equilibrium, relative; within {unique.same_distance:.0e} counts as the "
+                   f"same. Computed in {(stability.seconds_local + stability.seconds_uniqueness) * 1e3:.0f} ms.")  # fmt: skip
 
 # --------------------------------------------------------------------------- report
 st.subheader("Decision report", help="Everything above for this case, with the hashes that let it be checked later.")

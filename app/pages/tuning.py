@@ -160,3 +160,39 @@ if "deq" in siblings and "weight_tied" in siblings:
             table_with_download(frame, "tune_equal_compute", f"{entry.name}-equal-compute.csv")
 else:
     st.info("Needs both a DEQ and a weight-tied model of this dataset beside each other in the models folder.")
+
+# --------------------------------------------------------------------------- stability
+st.subheader("How stable the equilibria are", help="The spectral radius of the fusion step's Jacobian at each test "
+             "case's equilibrium: below 1 the step contracts there, and the closer to 1 the more iterations a solve "
+             "needs. Each case is also solved from 8 starts to see whether it has only one equilibrium.")  # fmt: skip
+if entry.architecture != "deq":
+    st.info("A weight-tied model decides after its fixed number of steps, not from an equilibrium.")
+else:
+    survey = resources.wait_for(resources.stability_job(entry), f"Checking the {len(resources.test_data(entry))} test "
+                                "cases' equilibria")  # fmt: skip
+    if survey is not None:
+        summary = survey.summary()
+        radius = summary["spectral_radius"]
+        m = st.columns(4)
+        m[0].metric("Median spectral radius", f"{radius['median']:.2f}", help=f"95th percentile {radius['p95']:.2f}.")
+        m[1].metric("Largest", f"{radius['max']:.2f}", help="Above 1 the step is not contractive at that equilibrium.")
+        m[2].metric("Unique equilibrium", f"{summary['unique_fraction']:.0%}",
+                    help=f"Cases whose {summary['starts']} starts all reached the same equilibrium.")  # fmt: skip
+        m[3].metric("Same decision", f"{summary['decision_unique_fraction']:.0%}",
+                    help="Cases whose starts all decide the same class.")  # fmt: skip
+        frame = frames.stability_frame(survey)
+        left, right = st.columns(2)
+        with left:
+            chart(plots.spectral_radii(frame, height=300), "tune_radii")
+        with right:
+            chart(plots.iterations_by_radius(frame, height=300), "tune_radius_iterations")
+        correlation = summary["radius_iterations_spearman"]
+        if correlation is not None:
+            st.caption(f"Spearman correlation of radius with iterations {correlation:+.2f}"
+                       + (f", with wrong decisions {summary['radius_error_spearman']:+.2f}." if summary["radius_error_spearman"]
+                          is not None else "."))  # fmt: skip
+        if summary["multiple_equilibria"]:
+            st.warning("More than one equilibrium found for " + ", ".join(summary["multiple_equilibria"]),
+                       icon=":material/warning:")  # fmt: skip
+        with st.expander("The table"):
+            table_with_download(frame, "tune_stability", f"{entry.name}-stability.csv")
