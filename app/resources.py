@@ -32,7 +32,7 @@ import streamlit as st
 import torch
 
 import deq_core
-from deq_core import Case, Lens, ModelLoadError, SolverSettings, load_config, model_checksum, resolve_device
+from deq_core import Case, Lens, ModelLoadError, SolverSettings, model_checksum, resolve_device
 from deq_core.cache import DiskCache, cache_root, data_fingerprint
 from deq_core.cache import key as cache_key
 from deq_core.data import MultimodalDataset
@@ -72,6 +72,7 @@ class ModelEntry:
     architecture: str
     dataset: str
     checksum: str
+    inputs: tuple = ()  # (name, kind, shape) per modality: which models take the same cases
 
     @property
     def equilibrium(self) -> bool:
@@ -122,6 +123,7 @@ def _probe(folder: str, stamp: tuple) -> ModelEntry | str:
             architecture=config.architecture,
             dataset=config.dataset,
             checksum=model_checksum(folder),
+            inputs=tuple((m.name, m.kind, tuple(m.shape)) for m in config.modalities),
         )
     except (ModelLoadError, OSError) as error:
         return str(error)
@@ -190,8 +192,6 @@ def baselines_of(entry: ModelEntry) -> dict[str, ModelEntry]:
     Found by their configs, not their folder names; where two folders have the same
     architecture, the one whose name shares the model's prefix wins, then the first by name.
     """
-    config = load_config(entry.folder)
-    inputs = tuple((m.name, m.kind, tuple(m.shape)) for m in config.modalities)
     prefix = entry.name.rsplit("-", 1)[0]
     found: dict[str, ModelEntry] = {entry.architecture: entry}
     folder = Path(entry.folder)
@@ -200,10 +200,9 @@ def baselines_of(entry: ModelEntry) -> dict[str, ModelEntry]:
     for candidate in candidates:
         try:
             sibling = model_entry(candidate)
-            other = load_config(candidate)
         except (ModelLoadError, OSError, ValueError):
             continue
-        if sibling.dataset != entry.dataset or tuple((m.name, m.kind, tuple(m.shape)) for m in other.modalities) != inputs:
+        if (sibling.dataset, sibling.inputs) != (entry.dataset, entry.inputs):
             continue
         found.setdefault(sibling.architecture, sibling)
     return found

@@ -41,9 +41,8 @@ import torch
 
 from deq_core.cache import MemoryCache
 from deq_core.case import Case
-from deq_core.engine.checkpoint import load_model, model_checksum
+from deq_core.engine.checkpoint import load_model, model_checksum, state_checksum
 from deq_core.engine.config import SolverSettings
-from deq_core.engine.model import EquilibriumModel, FusionModel
 from deq_core.engine.protocol import EquilibriumLensModel, LensModel, missing_members
 from deq_core.engine.trajectory import Trajectory, trace
 
@@ -102,7 +101,7 @@ class Lens:
         self.model = model
         self.folder = None if folder is None else Path(folder)
         if checksum is None:
-            checksum = model_checksum(self.folder) if self.folder is not None else _state_checksum(model)
+            checksum = model_checksum(self.folder) if self.folder is not None else state_checksum(model)
         self.checksum = checksum
         self.cache = cache if cache is not None else MemoryCache(CACHE_ENTRIES)
         self.lock = lock or threading.RLock()
@@ -139,10 +138,7 @@ class Lens:
     @property
     def equilibrium(self) -> bool:
         """Whether the model decides from a fixed point (trajectories, gates, tuning apply)."""
-        return isinstance(self.model, EquilibriumModel) or (
-            getattr(self.config, "architecture", None) in ("deq", "weight_tied")
-            and not missing_members(self.model, EquilibriumLensModel)
-        )  # fmt: skip
+        return not missing_members(self.model, EquilibriumLensModel)
 
     def _key(self, what: str, *parts: Any) -> tuple:
         return (self.checksum, what, *parts)
@@ -236,7 +232,7 @@ class Lens:
         """
         from deq_core.explain import stability
 
-        if self.config.architecture != "deq" or not hasattr(self.model, "head") or not self.equilibrium:
+        if self.config.architecture != "deq" or not self.equilibrium:
             raise ValueError(f"a {self.config.architecture!r} model decides from no fixed point: no stability to assess")
 
         def anchors():
@@ -384,14 +380,3 @@ class Lens:
     def __repr__(self) -> str:
         return f"Lens({self.name!r}, {self.config.architecture}, checksum {self.checksum[:12]}, on {self.model.device})"
 
-
-def _state_checksum(model: FusionModel) -> str:
-    """Identity of a model built in memory: SHA-256 over its config and parameters."""
-    import hashlib
-    import json
-
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()

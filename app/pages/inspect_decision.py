@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-import torch
 
 from app import frames, plots, resources
 from app.report_panel import report_panel

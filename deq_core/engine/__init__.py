@@ -20,6 +20,7 @@ _EXPORTS = {
     'resolve_device': '.checkpoint',
     'save_model': '.checkpoint',
     'model_checksum': '.checkpoint',
+    'state_checksum': '.checkpoint',
     'load_config': '.checkpoint',
     'verify_folder': '.checkpoint',
     'load_model': '.checkpoint',

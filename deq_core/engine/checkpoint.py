@@ -83,6 +83,15 @@ def model_checksum(folder: str | Path) -> str:
     return hashlib.sha256(combined.encode()).hexdigest()
 
 
+def state_checksum(model: FusionModel) -> str:
+    """Identity of a model in memory (no folder to hash): SHA-256 over its config and every tensor of its state."""
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_config(folder: str | Path, verify_checksums: bool = True) -> ModelConfig:
     """The folder's config, trusted only after its bytes match checksums.json (when verified).
 

@@ -162,8 +162,9 @@ def _one_case(model: FusionModel, inputs: Sequence[torch.Tensor]) -> tuple[torch
     from deq_core.case import batch_of_one
 
     shaped = [torch.as_tensor(x) for x in inputs]
-    if len(shaped) == model.n_modalities and shaped[0].dim() > len(model.config.modalities[0].shape) and shaped[0].shape[0] != 1:
-        raise ValueError(f"explain_case takes one case, got a batch of {shaped[0].shape[0]}")
+    first = model.config.modalities[0]
+    if shaped and shaped[0].dim() == len(first.shape) + 1 and len(shaped[0]) != 1:
+        raise ValueError(f"explain_case takes one case, got a batch of {len(shaped[0])}")
     return case_batch(model, batch_of_one(model.config.modalities, shaped))
 
 

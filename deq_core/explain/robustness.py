@@ -64,7 +64,7 @@ from tqdm.auto import tqdm
 
 from deq_core import __version__
 from deq_core.cache import DiskCache, data_fingerprint, key as cache_key
-from deq_core.engine.checkpoint import CONFIG, ModelLoadError, load_config, load_model, model_checksum
+from deq_core.engine.checkpoint import CONFIG, ModelLoadError, load_config, load_model, model_checksum, state_checksum
 from deq_core.engine.config import ARCHITECTURES
 from deq_core.explain.corrupt import CorruptionSpec, InputReference, apply, available_corruptions
 from deq_core.data import MultimodalDataset, load_dataset
@@ -347,15 +347,6 @@ def summarise(rows: pd.DataFrame, keys: Sequence[str] = ("modality",), baseline:
 # --------------------------------------------------------------------------- sweeping
 
 
-def _state_checksum(model: FusionModel) -> str:
-    """Identity of an in-memory model: its config and every tensor of its state."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _open_cache(cache_dir: CacheChoice) -> DiskCache | None:
     """The DiskCache a ``cache_dir`` argument means: None, no cache; ``DEFAULT_CACHE_DIR``, the default folder."""
     if cache_dir is None:
@@ -499,7 +490,7 @@ def robustness_sweep(
     elif baseline not in models:
         raise ValueError(f"baseline {baseline!r} is not one of the models {list(models)}")
 
-    checksums = {name: (checksums or {}).get(name) or _state_checksum(m) for name, m in models.items()}
+    checksums = {name: (checksums or {}).get(name) or state_checksum(m) for name, m in models.items()}
     store = _open_cache(cache_dir)
     fingerprint = data_fingerprint(data) if store is not None else ""
     rows: dict[str, list[dict]] = {}
