@@ -207,9 +207,10 @@ class Lens:
         n_steps = DEFAULT_STEPS if n_steps is None else int(n_steps)
 
         def compute():
+            anchors = self.stability_anchors(solver)
             with self.lock:
                 return explain_case(self.model, case.inputs, texts=case.texts, target=target, n_steps=n_steps,
-                                    baseline=baseline, solver=solver, cross_check=cross_check)  # fmt: skip
+                                    baseline=baseline, solver=solver, cross_check=cross_check, anchors=anchors)  # fmt: skip
 
         key = self._key("explain", case.key, case.fingerprint, target, n_steps, baseline, solver, cross_check)
         return self._cached(key, compute)
@@ -235,17 +236,31 @@ class Lens:
         if self.config.architecture != "deq" or not self.equilibrium:
             raise ValueError(f"a {self.config.architecture!r} model decides from no fixed point: no stability to assess")
 
-        def anchors():
-            data = self.data()
-            with self.lock:
-                return stability.class_anchors(self.model, data, solver=solver)
-
         def compute():
-            found = self._cached(self._key("stability-anchors", solver), anchors)
+            found = self.stability_anchors(solver)
             with self.lock:
                 return stability.case_stability(self.model, case.inputs, starts, found, solver)
 
         return self._cached(self._key("stability", case.key, case.fingerprint, starts, solver), compute)
+
+    def stability_anchors(self, solver: SolverSettings | None = None) -> tuple:
+        """The typical equilibrium of each class of the model's test split (``stability.class_anchors``), cached:
+        the uniqueness check's starting points besides zero and noise. Empty for a model that decides from
+        no fixed point, or whose dataset cannot be read here (then the starts are zero and noise alone)."""
+        from deq_core.explain import stability
+
+        if self.config.architecture != "deq" or not self.equilibrium:
+            return ()
+
+        def anchors():
+            try:
+                data = self.data()
+            except (OSError, ValueError, KeyError):
+                return ()
+            with self.lock:
+                return stability.class_anchors(self.model, data, solver=solver)
+
+        return self._cached(self._key("stability-anchors", solver), anchors)
 
     def ideal_reference(self, case: Case, target: int):
         """The dataset's own reference for this case (the inspection ideal classifier), or None."""
@@ -338,7 +353,7 @@ class Lens:
 
         ``source`` is recorded as is; default: the case's provenance (dataset and split, or an upload).
         """
-        from deq_core.audit import build_report
+        from deq_core.audit import ReportSettings, build_report
 
         if self.folder is None:
             raise ValueError("a decision report hashes the model's files: open the Lens from a model folder")
@@ -349,8 +364,10 @@ class Lens:
             p = case.provenance
             source = {"upload": True} if case.is_upload else {"dataset": p.dataset, "split": p.split}
         with self.lock:
+            anchors = self.stability_anchors((settings or ReportSettings()).solver)
             return build_report(self.model, self.folder, case.inputs, case.key, texts=case.texts, corruption=corruption,
-                                settings=settings, label=case.label, explanation=explanation, source=source)  # fmt: skip
+                                settings=settings, label=case.label, explanation=explanation, source=source,
+                                anchors=anchors)  # fmt: skip
 
     def issue(self, case: Case, folder: str | Path | None = None, settings: "ReportSettings | None" = None,
               corruption: "CorruptionSet | None" = None, log=None, **options: Any) -> "DecisionReport":  # fmt: skip

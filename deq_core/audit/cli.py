@@ -62,7 +62,7 @@ def _report_cases(args) -> int:
                               corruption=corruption, settings=settings,
                               source={"dataset": data.name, "split": args.split}, label=label)  # fmt: skip
         folder = folders[case_id]
-        report = issue(report, log, folder, source="cli")
+        report = issue(report, log, folder, source="cli", scripts=out)  # one plotly.min.js for the run
         r = report.data
         rows.append({
             "case_id": case_id, "label": r.prediction.label, "prediction": r.prediction.class_name,

@@ -1,8 +1,11 @@
 """A report's human side: the self-contained HTML page and the plain-language summary.
 
 Both are pure functions of the JSON record, so a page can be redrawn from a
-report file alone; the page's CSS is one constant (``CSS``) and plotly.js is
-inlined once, so it opens offline and prints.
+report file alone; the page's CSS is one constant (``CSS``). plotly.js (about
+4.9 MB) is either inlined, for a page handed out alone (a download), or read from
+``plotly.min.js`` beside the reports, one copy for a whole folder of them, so a
+report on disk stays near 100 KB; both open offline. Without the script the tables
+still carry every figure, and the page says why its charts are missing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ table{page-break-inside:avoid}a{color:inherit;text-decoration:none}}
 """
 
 
+PLOTLY_JS = "plotly.min.js"  # the script file written beside reports that do not inline it
 FIGURE_HEIGHT = 300  # two figures side by side on a 1000 px page, or one per printed half page
 
 
@@ -92,17 +96,35 @@ def _figures(record: ReportRecord) -> list:
     return made
 
 
-def render_html(record: ReportRecord | Mapping) -> str:
-    """The report as one HTML page: plotly.js inlined once, so it opens offline."""
+def plotly_script() -> str:
+    """The plotly.js that ``render_html`` inlines or refers to: the copy installed with plotly (no download)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def render_html(record: ReportRecord | Mapping, plotly_js: str | None = None) -> str:
+    """The report as one HTML page that opens offline.
+
+    ``plotly_js``: None inlines plotly.js once (a self-contained page, ~5 MB); else the
+    relative URL of the script (``plotly.min.js`` beside the report, ``../plotly.min.js``
+    for one copy in the parent folder), written there by ``DecisionReport.write``.
+    """
     import plotly.io
 
     record = as_record(record)
     prediction, attribution, reliability = record.prediction, record.attribution, record.reliability
     parts = []
+    if plotly_js is not None:
+        parts.append(f'<script src="{html.escape(plotly_js, quote=True)}" charset="utf-8"></script>'
+                     '<div class="warn" id="no-plotly">The charts need plotly.js, which this page reads from '
+                     f'<code>{html.escape(plotly_js)}</code> beside it; that file is not there. The tables carry '
+                     'every figure; copy the file beside the report to see the charts.</div>'
+                     '<script>if (window.Plotly) {document.getElementById("no-plotly").remove();}</script>')  # fmt: skip
     for i, figure in enumerate(_figures(record)):
         parts.append('<div class="figure">' + plotly.io.to_html(
-            figure, full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False, "responsive": True}
-        ) + "</div>")  # fmt: skip
+            figure, full_html=False, include_plotlyjs=(i == 0 and plotly_js is None),
+            config={"displaylogo": False, "responsive": True}) + "</div>")  # fmt: skip
     warnings = "".join(f'<div class="warn">{html.escape(w)}</div>' for w in reliability.warnings)
     verdict = warnings or '<div class="ok">Every solve behind this explanation settled and the attributions add up.</div>'
     residual = reliability.final_relative_residual
@@ -117,6 +139,7 @@ def render_html(record: ReportRecord | Mapping) -> str:
     trajectory = record.trajectory
     if trajectory is not None:
         trust_rows.append(("Decision locked in at iteration", trajectory.lock_in_iteration))
+    trust_rows += _stability_rows(record)
     top_rows = [(name, f.name, f"{f.score:+.4g}") for name, feats in attribution.top_features.items() for f in feats[:5]]
     model = record.model
     provenance = [
@@ -162,6 +185,31 @@ inputs and settings recorded in the JSON file and compares.</p>
 {_table(["What", "Value"], provenance)}
 </body></html>
 """
+
+
+def _stability_rows(record: ReportRecord) -> list[tuple[str, str]]:
+    """The fixed point's stability and uniqueness, as rows of the "How far to trust it" table."""
+    found = record.stability
+    if found is None:
+        return []
+    if found.stable:
+        rate = f"stable: contracts by {found.spectral_radius:.2f} per step"
+        if found.iterations_to_tol is not None:
+            rate += f" (~{found.iterations_to_tol:.0f} plain steps to the tolerance)"
+    else:
+        rate = f"NOT locally stable: spectral radius {found.spectral_radius:.2f} (>= 1)"
+    n = len(found.starts)
+    if found.unique:
+        unique = f"the only equilibrium found from {n} starts"
+    else:
+        unique = (f"{found.n_equilibria} distinct equilibria from {n} starts, "
+                  f"{sum(found.start_converged)} of {n} settled")  # fmt: skip
+    if not found.decision_unique:
+        unique += "; other starts decide " + ", ".join(sorted(set(found.start_decisions) - {record.prediction.class_name}))
+    rows = [("Equilibrium (Jacobian spectral radius)", rate), ("Uniqueness", unique)]
+    if found.gradient_amplification is not None:
+        rows.append(("Implicit gradient amplification", f"{found.gradient_amplification:.2f}x"))
+    return rows
 
 
 def _ideal_section(record: ReportRecord) -> str:

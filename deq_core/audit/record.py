@@ -475,6 +475,91 @@ class ReferenceRecord:
 
 
 @dataclass(frozen=True)
+class AnchorRecord:
+    """A starting point of the uniqueness check: a class's typical equilibrium (a test case's z*), embedded."""
+
+    class_name: str
+    case_id: str
+    state: dict[str, Any]  # ``embed_tensor`` of z: dtype, shape, sha256, base64
+
+    def to_dict(self) -> dict:
+        return {"class": self.class_name, "case_id": self.case_id, "state": dict(self.state)}
+
+    def tensor(self) -> torch.Tensor:
+        """The state ``(*state)``; ValueError when its bytes are unreadable or do not match their hash."""
+        try:
+            return unembed_tensor(self.state)
+        except (KeyError, TypeError) as error:
+            raise ValueError(str(error)) from error
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str) -> "AnchorRecord":
+        d = _mapping(data, path, ("class", "case_id", "state"))
+        state = _mapping(d["state"], _path(path, "state"), ("dtype", "shape", "sha256", "base64"))
+        return cls(_str(d, "class", path), _str(d, "case_id", path), dict(state))
+
+
+@dataclass(frozen=True)
+class StabilityRecord:
+    """How far the decision's fixed point can be trusted (``deq_core.explain.stability.Stability``).
+
+    ``spectral_radius`` >= 1 (not locally stable) or ``n_equilibria`` > 1 come with a
+    warning in ``reliability.warnings``. ``anchors`` are the class equilibria used as
+    starts, embedded so that ``verify`` re-runs the check from the record alone.
+    """
+
+    spectral_radius: float
+    stable: bool
+    contraction_rate: float | None
+    iterations_to_tol: float | None
+    amplification_bound: float | None
+    gradient_amplification: float | None
+    unique: bool
+    decision_unique: bool
+    n_equilibria: int
+    starts: tuple[str, ...]
+    start_decisions: tuple[str, ...]
+    start_converged: tuple[bool, ...]
+    distances: tuple[float | None, ...]
+    anchors: tuple[AnchorRecord, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "spectral_radius": self.spectral_radius, "stable": self.stable, "contraction_rate": self.contraction_rate,
+            "iterations_to_tol": self.iterations_to_tol, "amplification_bound": self.amplification_bound,
+            "gradient_amplification": self.gradient_amplification, "unique": self.unique,
+            "decision_unique": self.decision_unique, "n_equilibria": self.n_equilibria, "starts": list(self.starts),
+            "start_decisions": list(self.start_decisions), "start_converged": list(self.start_converged),
+            "distances": list(self.distances), "anchors": [a.to_dict() for a in self.anchors],
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "stability") -> "StabilityRecord":
+        keys = ("spectral_radius", "stable", "contraction_rate", "iterations_to_tol", "amplification_bound",
+                "gradient_amplification", "unique", "decision_unique", "n_equilibria", "starts", "start_decisions",
+                "start_converged", "distances", "anchors")  # fmt: skip
+        d = _mapping(data, path, keys)
+        converged = tuple(_check(v, _path(_path(path, "start_converged"), i), lambda b: isinstance(b, bool), "true or false")
+                          for i, v in enumerate(_list(d["start_converged"], _path(path, "start_converged"))))  # fmt: skip
+        distances = tuple(_check(v, _path(_path(path, "distances"), i), _is_number, "a number", nullable=True)
+                          for i, v in enumerate(_list(d["distances"], _path(path, "distances"))))  # fmt: skip
+        where = _path(path, "anchors")
+        record = cls(_num(d, "spectral_radius", path), _bool(d, "stable", path),
+                     _num(d, "contraction_rate", path, nullable=True), _num(d, "iterations_to_tol", path, nullable=True),
+                     _num(d, "amplification_bound", path, nullable=True),
+                     _num(d, "gradient_amplification", path, nullable=True), _bool(d, "unique", path),
+                     _bool(d, "decision_unique", path), _int(d, "n_equilibria", path),
+                     _strings(d["starts"], _path(path, "starts")), _strings(d["start_decisions"], _path(path, "start_decisions")),
+                     converged, distances,
+                     tuple(AnchorRecord.from_dict(a, _path(where, i)) for i, a in enumerate(_list(d["anchors"], where))))  # fmt: skip
+        lengths = {len(record.starts), len(record.start_decisions), len(record.start_converged), len(record.distances)}
+        if len(lengths) != 1:
+            raise ValueError(f"report record field {path!r}: starts, start_decisions, start_converged and distances "
+                             "differ in length")  # fmt: skip
+        return record
+
+
+@dataclass(frozen=True)
 class SignatureRecord:
     """Who issued the report: the deployment key's signature over the report's hash and the log's head after it.
 
@@ -520,7 +605,8 @@ class ReportRecord:
 
     ``corruption`` and ``trajectory`` are None where there is none (an unaltered case, a
     feed-forward model); ``ideal_reference`` is None, and absent from the JSON, where the
-    case's dataset has no reference for it; ``signature`` is None, and absent, until the
+    case's dataset has no reference for it; ``stability`` is None, and absent, for a model
+    that decides from no fixed point (and in reports made before it was recorded); ``signature`` is None, and absent, until the
     report is issued (recorded in the audit log and signed: ``deq_core.audit.report.issue``).
     """
 
@@ -540,6 +626,7 @@ class ReportRecord:
     reliability: ReliabilityRecord
     tolerances: Tolerances
     ideal_reference: ReferenceRecord | None = None
+    stability: StabilityRecord | None = None
     report_sha256: str = ""
     signature: SignatureRecord | None = None
 
@@ -564,6 +651,8 @@ class ReportRecord:
         }
         if self.ideal_reference is not None:
             record["ideal_reference"] = self.ideal_reference.to_dict()
+        if self.stability is not None:
+            record["stability"] = self.stability.to_dict()
         record["report_sha256"] = self.report_sha256
         if self.signature is not None:
             record["signature"] = self.signature.to_dict()
@@ -586,7 +675,7 @@ class ReportRecord:
         """Read a record back; ValueError naming the first missing, unknown or ill-typed field."""
         keys = ("format", "version", "created_at", "case_id", "source", "model", "inputs", "corruption", "settings",
                 "environment", "prediction", "trajectory", "attribution", "reliability", "tolerances", "report_sha256")  # fmt: skip
-        d = _mapping(data, "", keys, optional=("ideal_reference", "signature"))
+        d = _mapping(data, "", keys, optional=("ideal_reference", "stability", "signature"))
         if d["format"] != FORMAT:
             raise ValueError(f"report record field 'format': {d['format']!r} is not {FORMAT!r}")
         if d["version"] != VERSION or not _is_int(d["version"]):
@@ -608,6 +697,7 @@ class ReportRecord:
             reliability=ReliabilityRecord.from_dict(d["reliability"]),
             tolerances=Tolerances.from_dict(d["tolerances"]),
             ideal_reference=ReferenceRecord.from_dict(d["ideal_reference"]) if "ideal_reference" in d else None,
+            stability=StabilityRecord.from_dict(d["stability"]) if "stability" in d else None,
             report_sha256=_str(d, "report_sha256", ""),
             signature=SignatureRecord.from_dict(d["signature"]) if "signature" in d else None,
         )

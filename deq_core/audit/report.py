@@ -32,7 +32,7 @@ import torch
 from deq_core.case import batch_of_one
 
 from deq_core.audit.hashing import embed_tensor, json_sha256, tensor_sha256
-from deq_core.audit.html import plain_summary, render_html
+from deq_core.audit.html import PLOTLY_JS, plain_summary, plotly_script, render_html
 from deq_core.audit.log import AuditLog
 from deq_core.audit.record import (
     FORMAT,
@@ -51,6 +51,8 @@ from deq_core.audit.record import (
     ReferenceRecord,
     ReliabilityRecord,
     ReportRecord,
+    AnchorRecord,
+    StabilityRecord,
     Tolerances,
     TrajectoryRecord,
 )
@@ -60,7 +62,8 @@ from deq_core.engine.config import ModelConfig, SolverSettings
 from deq_core.engine.model import FusionModel
 from deq_core.explain.attribution import DEFAULT_STEPS, top_features
 from deq_core.explain.corrupt import CorruptionSet, InputReference, apply
-from deq_core.explain.explanation import Explanation, explain_case
+from deq_core.explain.explanation import STABILITY_STARTS, Explanation, explain_case
+from deq_core.explain.stability import Anchor
 
 JSON_NAME = "report.json"
 HTML_NAME = "report.html"
@@ -143,13 +146,15 @@ class DecisionReport:
     def json_text(self) -> str:
         return json.dumps(self.record, indent=1, sort_keys=True) + "\n"
 
-    def write(self, folder: str | Path) -> tuple[Path, Path]:
+    def write(self, folder: str | Path, scripts: str | Path | None = None) -> tuple[Path, Path]:
         """Write ``report.html`` then ``report.json`` into ``folder``; returns both paths.
 
-        Each is written under a temporary name, flushed to disk and renamed, so a
-        file under its final name is always whole; ``report.json`` comes last, so a
-        ``report.json`` present means its page is too. A ``report.json`` of another
-        report already there is not overwritten (FileExistsError).
+        The page reads plotly.js from ``plotly.min.js`` in ``scripts`` (default ``folder``;
+        a batch passes the parent, so its reports share one copy), written there first if
+        it is not there yet. Each file is written under a temporary name, flushed to disk
+        and renamed, so a file under its final name is always whole; ``report.json`` comes
+        last, so a ``report.json`` present means its page is too. A ``report.json`` of
+        another report already there is not overwritten (FileExistsError).
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -157,7 +162,9 @@ class DecisionReport:
         existing = _report_sha256_at(json_path)
         if existing is not None and existing != self.sha256:
             raise FileExistsError(f"{json_path} holds another report ({existing[:16]}...); refusing to overwrite it")
-        write_atomically(html_path, self.html)
+        script = write_plotly_js(Path(scripts) if scripts is not None else folder)
+        relative = Path(os.path.relpath(script, folder)).as_posix()
+        write_atomically(html_path, render_html(self.data, plotly_js=relative))
         write_atomically(json_path, self.json_text())
         return json_path, html_path
 
@@ -171,6 +178,16 @@ def _report_sha256_at(path: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return "?"
     return value if isinstance(value, str) else "?"
+
+
+def write_plotly_js(folder: Path) -> Path:
+    """``folder/plotly.min.js``, the script the reports written there (or below) read; written once, atomically."""
+    path = folder / PLOTLY_JS
+    script = plotly_script()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.stat().st_size != len(script.encode("utf-8")):
+        write_atomically(path, script)
+    return path
 
 
 def write_atomically(path: Path, content: str) -> None:
@@ -211,12 +228,17 @@ def environment(model: FusionModel) -> EnvironmentRecord:
     )
 
 
-def run_explanation(model: FusionModel, inputs: Sequence[torch.Tensor], texts, settings: ReportSettings) -> Explanation:
-    """The explanation a report records; ``verify`` calls it again, so both seed and configure it identically."""
+def run_explanation(model: FusionModel, inputs: Sequence[torch.Tensor], texts, settings: ReportSettings,
+                    anchors: Sequence[Anchor] = (), stability_starts: int = STABILITY_STARTS) -> Explanation:  # fmt: skip
+    """The explanation a report records; ``verify`` calls it again, so both seed and configure it identically.
+
+    ``anchors``, ``stability_starts``: the stability check's class equilibria and number
+    of starts (``verify`` passes the recorded ones; 0 starts for a report without one).
+    """
     torch.manual_seed(settings.seed)
     return explain_case(model, [x.to(model.device) for x in inputs], texts=texts, target=settings.target,
                         n_steps=settings.n_steps, baseline=settings.baseline, cross_check=settings.cross_check,
-                        solver=settings.solver)  # fmt: skip
+                        solver=settings.solver, stability_starts=stability_starts, anchors=anchors)  # fmt: skip
 
 
 def model_inputs(model: FusionModel, inputs: Sequence[torch.Tensor], case_id: str, corruption: CorruptionSet | None):
@@ -238,6 +260,7 @@ def build_report(
     source: Mapping | None = None,
     label: int | None = None,
     explanation: Explanation | None = None,
+    anchors: Sequence[Anchor] = (),
 ) -> DecisionReport:
     """Explain one case and write down everything needed to check it later.
 
@@ -254,6 +277,8 @@ def build_report(
         label: the true class index, when known.
         explanation: an explanation already computed with exactly these inputs and
             settings (the app's cache); None: computed here.
+        anchors: the classes' typical equilibria the stability check starts from
+            (``Lens.stability_anchors``); recorded, so ``verify`` starts from the same.
     """
     settings = settings or ReportSettings()
     folder = Path(model_folder)
@@ -261,7 +286,7 @@ def build_report(
     original = batch_of_one(model.config.modalities, inputs)
     seen = model_inputs(model, original, case_id, corruption)
     if explanation is None:
-        explanation = run_explanation(model, seen, texts, settings)
+        explanation = run_explanation(model, seen, texts, settings, anchors)
     record = ReportRecord(
         format=FORMAT,
         version=VERSION,
@@ -286,6 +311,8 @@ def build_report(
     reference = dataset_reference(config.dataset, case_id, seen, texts or {}, explanation.target, config.modality_names)
     if reference is not None:  # e.g. a generated inspection case, unaltered: the ground truth is known
         record = dataclasses.replace(record, ideal_reference=reference_record(reference, record.attribution.shapley))
+    if explanation.stability is not None:
+        record = dataclasses.replace(record, stability=stability_record(explanation))
     record = record.sealed()
     return DecisionReport(data=record, html=render_html(record), explanation=explanation)
 
@@ -300,6 +327,24 @@ def prediction_record(explanation: Explanation, config: ModelConfig, label: int 
     return PredictionRecord(explanation.prediction, explanation.predicted_class,
                             dict(zip(config.class_names, explanation.probabilities)),
                             None if label is None else config.class_names[label])  # fmt: skip
+
+
+def stability_record(explanation: Explanation) -> StabilityRecord | None:
+    """The fixed point's stability and uniqueness as recorded, with the class equilibria it started from."""
+    found = explanation.stability
+    if found is None:
+        return None
+    local, unique, names = found.local, found.uniqueness, found.class_names
+    return StabilityRecord(
+        spectral_radius=float(local.spectral_radius), stable=local.stable,
+        contraction_rate=_finite(local.contraction_rate), iterations_to_tol=_finite(local.iterations_to_tol),
+        amplification_bound=_finite(local.amplification_bound),
+        gradient_amplification=_finite(local.gradient_amplification), unique=unique.unique,
+        decision_unique=unique.decision_unique, n_equilibria=unique.n_equilibria, starts=tuple(unique.starts),
+        start_decisions=tuple(names[d] for d in unique.decisions), start_converged=tuple(unique.converged),
+        distances=tuple(_finite(float(d)) for d in unique.distances),
+        anchors=tuple(AnchorRecord(names[a.class_index], a.case_id, embed_tensor(a.z)) for a in found.anchors),
+    )  # fmt: skip
 
 
 def reliability_record(explanation: Explanation) -> ReliabilityRecord:
@@ -430,7 +475,8 @@ def read_claim(folder: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def issue(report: DecisionReport, log: AuditLog, folder: str | Path | None = None, source: str = "cli") -> DecisionReport:
+def issue(report: DecisionReport, log: AuditLog, folder: str | Path | None = None, source: str = "cli",
+          scripts: str | Path | None = None) -> DecisionReport:  # fmt: skip
     """Hand a report out: record it in ``log``, sign it with the log's key, and write it into ``folder``.
 
     The order makes a kill at any moment leave the folder and the log agreeing:
@@ -441,6 +487,7 @@ def issue(report: DecisionReport, log: AuditLog, folder: str | Path | None = Non
     has the claim beside where the file should be ("not written").
 
     Returns the signed report (``folder`` None: logged and signed, not written).
+    ``scripts``: where the page's plotly.min.js goes (``DecisionReport.write``).
     """
     folder = None if folder is None else Path(folder)
     claim = None if folder is None else claim_folder(folder, report)
@@ -452,6 +499,6 @@ def issue(report: DecisionReport, log: AuditLog, folder: str | Path | None = Non
         raise
     signed = dataclasses.replace(report, data=report.data.signed(log.signing_key, entry.checkpoint))
     if folder is not None:
-        signed.write(folder)
+        signed.write(folder, scripts)
         claim.unlink()
     return signed

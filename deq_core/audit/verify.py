@@ -32,6 +32,7 @@ from deq_core.audit.report import (
     reference_record,
     reliability_record,
     run_explanation,
+    stability_record,
     trajectory_record,
 )
 from deq_core.data.references import dataset_reference, reference_provider
@@ -40,12 +41,16 @@ from deq_core.engine.model import FusionModel
 from deq_core.engine.text import tokenize
 from deq_core.explain.attribution import top_features
 from deq_core.explain.explanation import Explanation
+from deq_core.explain.stability import Anchor
 
 # The verifier's tolerances: a report states the ones it was made with, but a report
 # that could loosen its own check would check nothing.
 TOLERANCES = Tolerances()
 FIGURE_TOLERANCE = 1e-5  # other re-run figures (residuals, IG totals and deltas), relative above 1
 MAX_FIELD_PROBLEMS = 20
+# A recorded start must lie this close (relative) to its case's equilibrium solved again: the
+# anchors were solved in a batch of their class, which stops at the solver tolerance later or sooner.
+ANCHOR_DISTANCE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,19 @@ def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | Non
                 problems.append(f"corrupted input {m.name}: replaying the corruption gives different values")
         again = corruption_record(model, corruption, seen).to_dict()
         problems += _differences("corruption", recorded_corruption.to_dict(), again)
-    explanation = run_explanation(model, seen, record.inputs.texts, settings)
+    anchors, anchor_problems = _recorded_anchors(record, model)
+    problems += anchor_problems
+    starts = 0 if record.stability is None else len(record.stability.starts)
+    if record.stability is None and model.config.architecture == "deq":
+        unchecked.append("stability of the equilibrium (the report predates its record)")
+    explanation = run_explanation(model, seen, record.inputs.texts, settings, anchors, starts)
     problems += compare(record, explanation, settings.top_k)
     problems += _rerun_field_problems(record, model, explanation, label, settings.top_k)
-    checked.append("re-run: prediction, probabilities, trajectory, Shapley values, IG, top features, reliability")
+    checked.append("re-run: prediction, probabilities, trajectory, Shapley values, IG, top features, reliability"
+                   + (", stability and uniqueness" if record.stability is not None else ""))
+    if record.stability is not None and record.stability.anchors:
+        problems += _anchor_origin_problems(record, model, anchors)
+        checked.append("stability starts against the model's class equilibria")
     if record.ideal_reference is not None:
         problems += _compare_reference(record, model.config.dataset, seen, explanation.target)
         checked.append("ideal classifier reference")
@@ -305,9 +319,69 @@ def _rerun_field_problems(record: ReportRecord, model: FusionModel, explanation:
     recorded.pop("top_features"), fresh.pop("top_features")  # scores compared in ``compare``; ties may reorder
     problems += _differences("attribution", recorded, fresh)
     problems += _differences("reliability", record.reliability.to_dict(), reliability_record(explanation).to_dict())
+    fresh_stability = stability_record(explanation)
+    recorded_stability = None if record.stability is None else record.stability.to_dict()
+    if recorded_stability is not None and fresh_stability is not None:
+        # the anchors are inputs of the check, read back from the record and checked on their own
+        recorded_stability.pop("anchors")
+        fresh_stability = fresh_stability.to_dict()
+        fresh_stability.pop("anchors")
+        problems += _differences("stability", recorded_stability, fresh_stability)
+    elif (recorded_stability is None) != (fresh_stability is None):
+        problems.append("stability: " + ("recorded, but the re-run has none" if fresh_stability is None
+                                         else "the re-run has one, the record none"))  # fmt: skip
     problems = list(dict.fromkeys(problems))  # ``compare`` names some of these in its own words
     if len(problems) > MAX_FIELD_PROBLEMS:
         problems = problems[:MAX_FIELD_PROBLEMS] + [f"... and {len(problems) - MAX_FIELD_PROBLEMS} more differences"]
+    return problems
+
+
+def _recorded_anchors(record: ReportRecord, model: FusionModel) -> tuple[tuple[Anchor, ...], list[str]]:
+    """The stability check's class equilibria as the record embeds them (the starts ``verify`` re-runs from)."""
+    if record.stability is None:
+        return (), []
+    names, anchors, problems = model.config.class_names, [], []
+    for i, anchor in enumerate(record.stability.anchors):
+        if anchor.class_name not in names:
+            problems.append(f"stability.anchors[{i}]: {anchor.class_name!r} is not a class of the model")
+            continue
+        try:
+            anchors.append(Anchor(names.index(anchor.class_name), anchor.case_id, anchor.tensor()))
+        except ValueError as error:
+            problems.append(f"stability.anchors[{i}]: unreadable ({error})")
+    return tuple(anchors), problems
+
+
+def _anchor_origin_problems(record: ReportRecord, model: FusionModel, anchors: Sequence[Anchor]) -> list[str]:
+    """Each recorded start state must be its case's equilibrium: the case solved again, from the model's dataset.
+
+    A report whose starts were made up would still re-run the same; this shows they are
+    the equilibria of the test cases they name (where the dataset can be read here).
+    """
+    from deq_core.case import batch_of_one
+    from deq_core.data import load_dataset
+    from deq_core.engine.solvers import solve
+
+    try:
+        data = load_dataset(model.config.dataset, "test", modalities=model.config.modalities)
+    except (OSError, ValueError, KeyError) as error:
+        return [f"stability.anchors: the model's dataset cannot be read to check them ({error})"]
+    problems = []
+    settings = ReportSettings.from_recorded(record.settings).solver or model.config.solver
+    for anchor in anchors:
+        if anchor.case_id not in data.ids:
+            problems.append(f"stability.anchors: {model.config.dataset}/test has no case {anchor.case_id!r}")
+            continue
+        inputs, label = data.case(anchor.case_id)
+        if label is not None and int(label) != anchor.class_index:
+            problems.append(f"stability.anchors: {anchor.case_id} is not a case of {model.config.class_names[anchor.class_index]!r}")
+        with torch.no_grad():
+            f, z0 = model.bind([x.to(model.device) for x in batch_of_one(model.config.modalities, inputs)])
+            z = solve(f, z0, **settings.options()).z[0].cpu()
+        distance = float((z - anchor.z).norm() / z.norm().clamp_min(1e-30))
+        if distance > ANCHOR_DISTANCE:
+            problems.append(f"stability.anchors: the start named {anchor.case_id} is not that case's equilibrium "
+                            f"(relative distance {distance:.1e})")  # fmt: skip
     return problems
 
 

@@ -28,8 +28,10 @@ from deq_core.explain.attribution import (
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.model import EquilibriumModel, FusionModel
 from deq_core.explain.shapley import ModalityShapley, modality_shapley
+from deq_core.explain.stability import Anchor, Stability, case_stability
 from deq_core.engine.trajectory import Trajectory, trace
 
+STABILITY_STARTS = 8  # starting points of the uniqueness check an explanation runs (zero, class equilibria, noise)
 JUMP_SHARE = 0.3  # one path step carrying this share of the output change is a jump, not a slope
 CROSS_CHECK_TOLERANCE = 1e-4  # FeatureAblation vs coalition values, in probability
 
@@ -95,6 +97,8 @@ class Explanation:
         shapley: exact modality Shapley values of the target probability.
         reliability: solver residuals, IG delta, the ``reliable`` flag and warnings.
         seconds: wall time of the explanation.
+        stability: the fixed point's local stability and uniqueness (DEQ models; None
+            for models that decide from no fixed point, or when not asked for).
     """
 
     modality_names: tuple[str, ...]
@@ -110,6 +114,7 @@ class Explanation:
     shapley: ModalityShapley
     reliability: Reliability
     seconds: float
+    stability: Stability | None = None
 
     @property
     def predicted_class(self) -> str:
@@ -153,6 +158,7 @@ class Explanation:
             "attribution": self.attribution.to_dict(),
             "shapley": self.shapley.to_dict(),
             "reliability": self.reliability.to_dict(),
+            "stability": None if self.stability is None else self.stability.to_dict(),
             "seconds": self.seconds,
         }
 
@@ -178,6 +184,8 @@ def explain_case(
     internal_batch_size: int | None = None,
     cross_check: bool = True,
     solver: SolverSettings | None = None,
+    stability_starts: int = STABILITY_STARTS,
+    anchors: Sequence[Anchor] = (),
 ) -> Explanation:
     """Explain one case.
 
@@ -190,6 +198,10 @@ def explain_case(
             (see ``attribution.integrated_gradients``).
         cross_check: run Captum's FeatureAblation beside the exact Shapley values.
         solver: equilibrium solver settings; default the model's own.
+        stability_starts: starting points of the uniqueness check (0: no stability
+            check); only DEQ models (``architecture == "deq"``) get one.
+        anchors: typical equilibria of the classes to start from (``class_anchors``);
+            without them the starts are zero and noise.
     """
     start = time.perf_counter()
     config = model.config
@@ -208,6 +220,9 @@ def explain_case(
             model, x, target, baseline, n_steps=n_steps, internal_batch_size=internal_batch_size, solver=solver
         )
         (shapley,) = modality_shapley(model, x, target, cross_check=cross_check, solver=solver)
+        stability = None
+        if stability_starts > 0 and config.architecture == "deq" and isinstance(model, EquilibriumModel):
+            stability = case_stability(model, x, stability_starts, anchors, solver)
     case_solve = summarise_solves([output.solve]) if output.solve is not None else None
     return Explanation(
         modality_names=config.modality_names,
@@ -221,15 +236,19 @@ def explain_case(
         lock_in_iteration=trajectory.lock_in_iteration if trajectory is not None else None,
         attribution=attribution,
         shapley=shapley,
-        reliability=assess(case_solve, attribution, shapley, tolerance=(solver or config.solver).tol),
+        reliability=assess(case_solve, attribution, shapley, tolerance=(solver or config.solver).tol,
+                           stability=stability),  # fmt: skip
         seconds=time.perf_counter() - start,
+        stability=stability,
     )
 
 
 def assess(
-    case_solve: SolveSummary | None, attribution: Attribution, shapley: ModalityShapley, tolerance: float
+    case_solve: SolveSummary | None, attribution: Attribution, shapley: ModalityShapley, tolerance: float,
+    stability: Stability | None = None,
 ) -> Reliability:
-    """The reliability verdict and its plain-language warnings."""
+    """The reliability verdict and its plain-language warnings (``stability``'s among them: a radius >= 1 or a
+    second equilibrium makes the decision, and so every explanation of it, depend on the solver's start)."""
     warnings = []
     if case_solve is not None and not case_solve.converged:
         warnings.append(
@@ -278,6 +297,8 @@ def assess(
             f"Captum's modality ablation disagrees with the Shapley coalition values by "
             f"{shapley.ablation_max_abs_diff:.1e} in probability: the modality contributions are suspect."
         )
+    if stability is not None:
+        warnings += stability.warnings()
     solves_converged = attribution.solves_converged and (coalitions is None or coalitions.converged)
     solves_converged = solves_converged and (case_solve is None or case_solve.converged)
     return Reliability(
@@ -337,6 +358,8 @@ def format_explanation(explanation: Explanation, case_id: str, label: str | None
     lines.append(f"reliability: {'reliable' if r.reliable else 'NOT reliable'}; solve {solve}; "
                  f"integrated gradients off by {ig}")  # fmt: skip
     lines += [f"  warning: {w}" for w in r.warnings]
+    if explanation.stability is not None:
+        lines.append("equilibrium: " + "; ".join(line.removeprefix("warning: ") for line in explanation.stability.verdict()[1]))
     s = explanation.shapley
     width = max(len("modality"), *(len(n) for n in s.modality_names))
     lines += ["", f"{'modality':<{width}}  shapley (p({target}))"]

@@ -252,6 +252,16 @@ def cluster(states: torch.Tensor, usable: Sequence[bool], same_distance: float) 
     return tuple(labels)
 
 
+def anchor_room(count: int) -> int:
+    """How many anchors ``count`` starts hold: at most ``count - 2``, so that a noise start remains (count >= 3)."""
+    return max(count - 2, 0) if count >= 3 else max(count - 1, 0)
+
+
+def starting_anchors(anchors: Sequence[Anchor], prediction: int, count: int) -> tuple[Anchor, ...]:
+    """The anchors a case decided as ``prediction`` starts from: the other classes', as many as ``count`` holds."""
+    return tuple(a for a in anchors if a.class_index != prediction)[:anchor_room(count)]
+
+
 def start_states(z_star: torch.Tensor, anchors: Sequence[tuple[str, torch.Tensor]], count: int,
                  seed: int = SEED) -> tuple[list[str], torch.Tensor]:  # fmt: skip
     """The ``count`` starts: zero, the anchors, then noise at ``NOISE_SCALES`` (cycled, growing).
@@ -263,8 +273,7 @@ def start_states(z_star: torch.Tensor, anchors: Sequence[tuple[str, torch.Tensor
         raise ValueError("at least one start")
     state = z_star.shape[1:]
     names, z0 = ["zero"], [torch.zeros(state, dtype=z_star.dtype)]
-    room = max(count - 2, 0) if count >= 3 else count - 1
-    for name, z in list(anchors)[:room]:
+    for name, z in list(anchors)[:anchor_room(count)]:
         names.append(name)
         z0.append(z.reshape(state).to(z_star.dtype).cpu())
     rms = float(z_star.detach().double().pow(2).mean().sqrt()) or 1.0
@@ -324,6 +333,7 @@ class Stability:
     class_names: tuple[str, ...]
     seconds_local: float
     seconds_uniqueness: float
+    anchors: tuple[Anchor, ...] = ()  # the class equilibria among the starts, in start order
 
     def verdict(self) -> tuple[bool, list[str]]:
         """``(trustworthy, lines)``: the "How far to trust it" sentences."""
@@ -354,6 +364,32 @@ class Stability:
         if not unique.decision_unique and unique.unique:
             lines.append("warning: starts reach the same state but decide differently")
         return ok, lines
+
+    def warnings(self) -> list[str]:
+        """The plain warnings an explanation, a report or a triage list carries (none for a stable, unique point).
+
+        A spectral radius >= 1, a second equilibrium, a start that does not settle, or a
+        start that decides another class: each makes the decision depend on where the
+        solver happened to start, which no attribution of it can show.
+        """
+        local, unique = self.local, self.uniqueness
+        found = []
+        if not local.stable:
+            found.append(f"The equilibrium is not locally stable: the Jacobian's spectral radius there is "
+                         f"{local.spectral_radius:.2f} (>= 1), so nearby states are not pulled back to it and "
+                         "a small change of the input or the solver can land elsewhere.")  # fmt: skip
+        if unique.n_equilibria > 1:
+            found.append(f"{unique.n_equilibria} distinct equilibria were found from {unique.n_starts} starting "
+                         "points: the decision depends on where the solver starts.")  # fmt: skip
+        failed = [unique.starts[i] for i, c in enumerate(unique.converged) if not c]
+        if failed:
+            found.append(f"The solve did not settle from {len(failed)} of {unique.n_starts} starting points "
+                         f"({', '.join(failed)}).")  # fmt: skip
+        flipped = sorted({self.class_names[d] for d in unique.decisions if d != self.prediction})
+        if flipped:
+            found.append(f"Solved from other starting points the model decides {', '.join(flipped)} instead of "
+                         f"{self.class_names[self.prediction]}.")  # fmt: skip
+        return found
 
     def to_dict(self) -> dict:
         return {
@@ -412,12 +448,12 @@ def case_stability(model, inputs: Inputs, starts: int = 8, anchors: Sequence[Anc
     seconds_local = time.perf_counter() - started
     started = time.perf_counter()
     names = [(f"equilibrium of {model.config.class_names[a.class_index]} ({a.case_id})", a.z)
-             for a in anchors if a.class_index != prediction]  # fmt: skip
+             for a in starting_anchors(anchors, prediction, starts)]  # fmt: skip
     labels, z0s = start_states(result.z.cpu(), names, starts)
     with torch.no_grad():
         found = uniqueness(f, result.z, z0s, labels, settings, head_decider(model)(f), local.spectral_radius)
     return Stability(local, found, prediction, tuple(model.config.class_names), seconds_local,
-                     time.perf_counter() - started)  # fmt: skip
+                     time.perf_counter() - started, starting_anchors(anchors, prediction, starts))  # fmt: skip
 
 
 def class_anchors(model, data, per_class: int = ANCHOR_CASES, solver: SolverSettings | None = None) -> tuple[Anchor, ...]:
