@@ -107,15 +107,26 @@ class Lens:
         self.lock = lock or threading.RLock()
 
     @classmethod
-    def open(cls, folder: str | Path, device: str | torch.device = "auto") -> "Lens":
-        """Load the model folder (checksums verified, no pickle) on ``device``."""
-        return cls(load_model(folder, device=device), folder)
+    def open(cls, folder: str | Path, device: str | torch.device = "auto", trust_code: bool = False) -> "Lens":
+        """Load the model folder (checksums verified, no pickle) on ``device``.
+
+        A user's own model (``adapter.json``, ``deq_core.engine.adapter``) runs its code to
+        build, so it opens only with ``trust_code``; otherwise ``ModelLoadError`` says so.
+        """
+        lens = cls(load_model(folder, device=device, trust_code=trust_code), folder)
+        lens.trust_code = trust_code
+        return lens
+
+    trust_code: bool = False  # whether this Lens's model folder may run its own code (background(), verify)
 
     def background(self, device: str | torch.device = "auto") -> "Lens":
         """A Lens on its own copy of the model that shares this one's cache (for long jobs)."""
         if self.folder is None:
             raise ValueError("background() needs a Lens opened from a model folder")
-        return Lens(load_model(self.folder, device=device), self.folder, self.checksum, cache=self.cache)
+        lens = Lens(load_model(self.folder, device=device, trust_code=self.trust_code), self.folder, self.checksum,
+                    cache=self.cache)  # fmt: skip
+        lens.trust_code = self.trust_code
+        return lens
 
     # ----------------------------------------------------------------------- what the model is
 
@@ -365,7 +376,8 @@ class Lens:
         return issue(self.report(case, settings, corruption, **options), log, folder)
 
     @staticmethod
-    def verify(report: str | Path | Mapping, model_folder: str | Path | None = None, log=None) -> "ReportVerification":
+    def verify(report: str | Path | Mapping, model_folder: str | Path | None = None, log=None,
+               trust_code: bool = False) -> "ReportVerification":  # fmt: skip
         """Re-run a report's decision from its record alone and compare (``deq_core.audit`` verify).
 
         ``log``: the audit log (or URL) that must hold the report; None: the default one.
@@ -375,7 +387,7 @@ class Lens:
         from deq_core.audit import verify_report
 
         record = report if isinstance(report, Mapping) else json.loads(Path(report).read_text())
-        return verify_report(record, model_folder, log)
+        return verify_report(record, model_folder, log, trust_code=trust_code)
 
     def __repr__(self) -> str:
         return f"Lens({self.name!r}, {self.config.architecture}, checksum {self.checksum[:12]}, on {self.model.device})"

@@ -85,3 +85,13 @@ def missing_members(model: object, protocol: type = LensModel) -> Sequence[str]:
     if protocol is EquilibriumLensModel:
         names += ["bind", "parts"]
     return [n for n in names if not hasattr(model, n)]
+
+
+def is_equilibrium(model: object) -> bool:
+    """Whether ``model`` decides from a fixed point the lens can trace (``bind`` and ``parts``), ours or an adapter."""
+    return callable(getattr(model, "bind", None)) and callable(getattr(model, "parts", None))
+
+
+def has_gates(model: object) -> bool:
+    """Whether the per-iteration gates and purified terms are real (an adapter may not provide them)."""
+    return is_equilibrium(model) and getattr(model, "has_gates", True)

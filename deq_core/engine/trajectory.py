@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.modality import Inputs
 from deq_core.engine.model import EquilibriumModel, FusionModel, FusionOutput
@@ -82,7 +83,7 @@ def trace(
     The per-iteration gates, purified terms and probabilities are recomputed from
     the recorded iterates in one batched f evaluation, so the solver stays generic.
     """
-    if not isinstance(model, EquilibriumModel):
+    if not is_equilibrium(model):
         raise TypeError(f"a {model.config.architecture!r} model has no equilibrium to trace")
     output = model.run(inputs, record=True, solver=solver)
     result = output.solve

@@ -25,6 +25,7 @@ from deq_core.explain.attribution import (
     integrated_gradients,
     summarise_solves,
 )
+from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.model import EquilibriumModel, FusionModel
 from deq_core.explain.shapley import ModalityShapley, modality_shapley
@@ -197,7 +198,7 @@ def explain_case(
         x = _one_case(model, inputs)
         trajectory = None
         with torch.no_grad():
-            if isinstance(model, EquilibriumModel):
+            if is_equilibrium(model):
                 output, (trajectory,) = trace(model, x, solver=solver)
             else:
                 output = model.run(x, solver=solver)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.data import MultimodalDataset
 from deq_core.evaluate import predict
@@ -60,7 +61,7 @@ def count_flips(reference: np.ndarray, predicted: np.ndarray) -> int:
 
 
 def _require_equilibrium(model: FusionModel) -> None:
-    if not isinstance(model, EquilibriumModel):
+    if not is_equilibrium(model):
         raise TypeError(f"a {model.config.architecture!r} model has no solver to tune")
 
 
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens tune") -> int:
             raise ValueError("tolerances must be positive")
         lens = Lens.open(args.model, device=args.device)
         model = lens.model
-        if not isinstance(model, EquilibriumModel):
+        if not is_equilibrium(model):
             raise ValueError(f"{args.model} is a {model.config.architecture!r} model: it has no solver to tune")
         data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
         if args.cases is not None and args.cases < len(data):
