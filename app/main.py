@@ -122,6 +122,19 @@ if entry is not None:
             help=f"SHA-256 over the weights and config: {entry.checksum}. Reports cite it, so a result can be "
             "traced to the exact model.",
         )
+    if resources.is_user_model(entry):
+        with st.sidebar:
+            trusted = st.checkbox(
+                "Run model code", key=f"trust_{entry.folder}", value=resources.is_trusted(entry.folder),
+                help="This model is your own code (adapter.json names its factory). Opening it imports and runs that "
+                "code in this server process, with this server's rights. Tick only for code you trust.",
+            )  # fmt: skip
+        resources.set_trust(entry.folder, trusted)
+        if not trusted:
+            st.title("DEQ Fusion Lens")
+            st.warning(f"{entry.name} is your own model: opening it runs its code ({entry.folder}/adapter.json). "
+                       "Tick **Run model code** in the sidebar if you trust it.")  # fmt: skip
+            st.stop()
     try:
         resources.lens(entry)
     except (ModelLoadError, OSError, ValueError) as error:

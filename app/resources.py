@@ -92,7 +92,26 @@ class BrokenModel:
     message: str
 
 
-MODEL_FILES = ("weights.safetensors", "config.json", "checksums.json")
+MODEL_FILES = ("weights.safetensors", "config.json", "checksums.json", "adapter.json")
+
+# Model folders with adapter.json whose code this server process may run: the sidebar's
+# "Run model code" setting adds the chosen folder (docs/own-model.md). Without it, a
+# user's model is refused with a message saying why, and none of its code is imported.
+_TRUSTED: set[str] = set()
+
+
+def set_trust(folder: str, trusted: bool) -> None:
+    """Allow (or stop allowing) this process to import ``folder``'s adapter code; a model loaded stays loaded."""
+    (_TRUSTED.add if trusted else _TRUSTED.discard)(str(folder))
+
+
+def is_trusted(folder: str) -> bool:
+    return str(folder) in _TRUSTED
+
+
+def is_user_model(entry: "ModelEntry") -> bool:
+    """Whether the folder is a user's own model (adapter.json): opening it runs its code."""
+    return (Path(entry.folder) / "adapter.json").is_file()
 
 
 def _stamp(folder: Path) -> tuple:
@@ -210,7 +229,10 @@ def baselines_of(entry: ModelEntry) -> dict[str, ModelEntry]:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def _lens(folder: str, checksum: str) -> Lens:
-    return Lens(deq_core.load_model(folder, device="auto"), folder, checksum)
+    trusted = is_trusted(folder)  # a refusal raises, and st.cache_resource caches no exception
+    lens = Lens(deq_core.load_model(folder, device="auto", trust_code=trusted), folder, checksum)
+    lens.trust_code = trusted
+    return lens
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

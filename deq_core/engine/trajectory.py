@@ -61,6 +61,11 @@ class Trajectory:
         changed = (predictions != predictions[-1]).nonzero()
         return int(changed[-1]) + 1 if len(changed) else 0
 
+    @property
+    def has_gates(self) -> bool:
+        """Whether the gates are the model's own (an adapter without ``gates`` records NaN): the gate view's to say."""
+        return bool(torch.isfinite(self.gates).all())
+
     def gate_share(self) -> torch.Tensor:
         """``(T, N)`` share of the fused state each modality supports: ||z'_i|| / sum_j ||z'_j||.
 

@@ -218,7 +218,7 @@ def explain_case(
         target=target,
         texts=dict(texts or {}),
         trajectory=trajectory,
-        gate_share=trajectory.gate_share() if trajectory is not None else None,
+        gate_share=trajectory.gate_share() if trajectory is not None and trajectory.has_gates else None,
         lock_in_iteration=trajectory.lock_in_iteration if trajectory is not None else None,
         attribution=attribution,
         shapley=shapley,

@@ -82,7 +82,7 @@ def train(out: Path, epochs: int, cases: int | None, width: int, seed: int = 0) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=HERE / "model")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--cases", type=int, default=None, help="train on the first N training cases (default all)")
     parser.add_argument("--width", type=int, default=32)
     args = parser.parse_args(argv)
