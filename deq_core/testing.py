@@ -122,7 +122,30 @@ def _layout_problems(model, inputs, output, atol: float) -> list[str]:
     if not torch.allclose(logits, output.logits, atol=atol):
         problems.append(f"the logits are not head(f(z*)[:, N]) (they differ by {float((logits - output.logits).abs().max()):.3g}): "
                         "row N is not the fused state")  # fmt: skip
+    problems += _slice_problems(model, inputs, z_star)
     residual = float((image - z_star).norm() / z_star.norm().clamp_min(1e-12))
     if residual > 1e-2:
         problems.append(f"the solve's z* is no fixed point of f (relative residual {residual:.3g})")
+    return problems
+
+
+@torch.no_grad()
+def _slice_problems(model, inputs, z: torch.Tensor) -> list[str]:
+    """Row i of f answers modality i's features most: changing feature row i at fixed z moves state row i
+    more than any other modality's row (the per-modality slices are where the views say they are)."""
+    problems = []
+    n = model.n_modalities
+    features = model.encode(inputs)
+    f, _ = model.bind(inputs, features)
+    base = f(z)
+    generator = torch.Generator().manual_seed(1)
+    for i in range(n):
+        moved = features.clone()
+        moved[:, i] += torch.randn(moved[:, i].shape, generator=generator).to(moved) * (features[:, i].std() + 1.0)
+        g, _ = model.bind(inputs, moved)
+        change = (g(z) - base)[:, :n].norm(dim=2).sum(0)  # (N,) per modality row
+        if int(change.argmax()) != i or float(change[i]) == 0.0:
+            name = model.config.modalities[i].name
+            problems.append(f"changing {name!r}'s features moves state rows {[round(float(c), 4) for c in change]}: "
+                            f"row {i} should move most (rows 0..N-1 are the modalities in config order)")  # fmt: skip
     return problems
