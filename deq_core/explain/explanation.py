@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
 
     parser = argparse.ArgumentParser(prog=prog, description="Explain one case: decision, reliability, modality Shapley values.")
     parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--case", required=True, help="case id")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
     try:
         if args.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {args.steps}")
-        lens = Lens.open(args.model, device=args.device)
+        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
         data = load_dataset(args.data or lens.config.dataset, args.split, modalities=lens.config.modalities)
         if args.case not in data.ids:
             raise ValueError(f"{data.name}/{args.split} has no case {args.case!r} (e.g. {data.ids[0]!r})")

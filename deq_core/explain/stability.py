@@ -553,6 +553,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deq_core.stabilit
 
     parser = argparse.ArgumentParser(prog=prog, description="Is each decision's fixed point stable and the only one?")
     parser.add_argument("--model", required=True, type=Path, help="model folder (a DEQ)")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--cases", type=int, default=None, help="cases, spread evenly over the split (default: all)")
     parser.add_argument("--starts", type=int, default=8, help="starting points per case (zero, class equilibria, noise)")
@@ -567,7 +568,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deq_core.stabilit
             raise ValueError(f"--cases must be at least 1, got {args.cases}")
         if args.starts < 1:
             raise ValueError(f"--starts must be at least 1, got {args.starts}")
-        lens = Lens.open(args.model, device=args.device)
+        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
         if lens.config.architecture != "deq" or not hasattr(lens.model, "head"):
             raise ValueError(f"{args.model} is a {lens.config.architecture!r} model: it decides from no fixed point")
         data = load_dataset(lens.config.dataset, args.split, modalities=lens.config.modalities)
