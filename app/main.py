@@ -109,8 +109,37 @@ def choose_model() -> resources.ModelEntry | None:
     return entries[names.index(choice)]
 
 
+def choose_dataset() -> None:
+    """Sidebar: open a dataset folder (dataset.json + manifest.csv) with its models, or the shipped data.
+
+    The folder's models are ``models/`` inside it or a ``models`` folder beside it; every
+    page then browses the folder's test split and the Overview compares its models.
+    A folder outside the models root is refused unless DEQ_LENS_ALLOW_ANY_FOLDER=1.
+    """
+    path = st.sidebar.text_input("Dataset folder (optional)", key="dataset_path", placeholder="the shipped data",
+                                 help="A folder in the format of deq_core/data/folder.py, with its model folders in "
+                                 "models/ inside it or beside it. Empty: the models and data the app started with.")  # fmt: skip
+    if not path:
+        st.session_state.pop(resources.DATASET_FOLDER, None)
+        return
+    refusal = folder_refusal(path, resources.environment_models_root())
+    try:
+        folder = resources.check_dataset_folder(path) if refusal is None else None
+    except ValueError as error:
+        refusal = str(error)
+    if refusal:
+        st.session_state.pop(resources.DATASET_FOLDER, None)
+        st.sidebar.error(refusal)
+        return
+    if st.session_state.get(resources.DATASET_FOLDER) != str(folder):
+        st.session_state[resources.DATASET_FOLDER] = str(folder)
+        st.session_state.pop("case_id", None)  # the shipped split's case is not in this one
+    st.sidebar.caption(f"Cases from **{folder.name}**, models from `{resources.models_root()}`")
+
+
 with st.sidebar:
     st.markdown("### DEQ Fusion Lens")
+choose_dataset()
 entry = choose_model()
 if entry is not None:
     st.session_state["model_folder"] = entry.folder

@@ -159,17 +159,20 @@ class Lens:
 
     # ----------------------------------------------------------------------- cases
 
-    def data(self, split: str = "test", max_cases: int | None = None) -> "MultimodalDataset":
-        """The model's own dataset split, at most ``max_cases`` cases spread evenly over it."""
+    def data(self, split: str = "test", max_cases: int | None = None, dataset: str | None = None) -> "MultimodalDataset":
+        """The model's own dataset split (or ``dataset``'s: a name or a dataset folder), at most ``max_cases`` cases
+        spread evenly over it."""
         from deq_core.data import load_dataset
 
+        dataset = self.config.dataset if dataset is None else dataset
+
         def load():
-            data = load_dataset(self.config.dataset, split, modalities=self.config.modalities)
+            data = load_dataset(dataset, split, modalities=self.config.modalities)
             if max_cases is None or max_cases >= len(data):
                 return data
             return data.subset(np.unique(np.linspace(0, len(data) - 1, max_cases).round().astype(int)))
 
-        return self._cached(("data", self.config.dataset, split, max_cases, tuple(m.name for m in self.modalities)), load)
+        return self._cached(("data", dataset, split, max_cases, tuple(m.name for m in self.modalities)), load)
 
     def case(self, case_id: str, split: str = "test", data: "MultimodalDataset | None" = None) -> Case:
         """A case of ``data`` (default the model's own ``split``) by id."""

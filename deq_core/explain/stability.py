@@ -406,7 +406,10 @@ def case_stability(model, inputs: Inputs, starts: int = 8, anchors: Sequence[Anc
         logits = model.head(image[:, model.n_modalities])
     prediction = int(logits.argmax(dim=1))
     head_gradient = torch.zeros_like(image)
-    head_gradient[0, model.n_modalities] = model.head.weight[prediction].detach()
+    fused = image[:, model.n_modalities].detach().requires_grad_()
+    with torch.enable_grad():  # d logit / d fused at the equilibrium: the head's row for a linear head, any head else
+        (gradient,) = torch.autograd.grad(model.head(fused)[0, prediction], fused)
+    head_gradient[0, model.n_modalities] = gradient[0].detach()
     local = local_stability(f, result.z, result.relative_residuals[0], int(result.best_iteration[0]),
                             int(result.iterations[0]), bool(result.converged[0]), settings.tol, head_gradient)  # fmt: skip
     seconds_local = time.perf_counter() - started
