@@ -153,3 +153,14 @@ def test_an_adapter_without_gates_traces_and_says_it_has_none():
     decision = lens.decide(case)
     assert not decision.trajectory.has_gates
     assert lens.explain(case, n_steps=4).gate_share is None
+
+
+def test_the_command_line_opens_a_users_model_only_with_trust_code(tiny, capsys):
+    from deq_core.explain.explanation import main
+
+    case_id = Lens.open(tiny, trust_code=True).data(max_cases=3).ids[0]
+    assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu"]) != 0
+    assert "--trust-code" in capsys.readouterr().err
+    assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu", "--trust-code", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["modalities"] == ["photo", "sensors", "note"]
