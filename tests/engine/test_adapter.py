@@ -161,6 +161,6 @@ def test_the_command_line_opens_a_users_model_only_with_trust_code(tiny, capsys)
     case_id = Lens.open(tiny, trust_code=True).data(max_cases=3).ids[0]
     assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu"]) != 0
     assert "--trust-code" in capsys.readouterr().err
-    assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu", "--trust-code", "--json"]) == 0
+    assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu", "--trust-code", "--json", "--steps", "4"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["modalities"] == ["photo", "sensors", "note"]
