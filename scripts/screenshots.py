@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tempfile.mkdtemp(prefix="lens-example-"))
         shutil.copytree(REPO / "examples" / "torchdeq_fusion" / "model", root / "torchdeq-example",
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-        env = {"DEQ_LENS_MODELS": str(root)}
+        for baseline in ("inspection-late", "inspection-early"):  # what the Overview compares it with
+            shutil.copytree(REPO / "assets" / "models" / baseline, root / baseline)
+        env = {"DEQ_LENS_MODELS": str(root), "DEQ_LENS_MAX_CASES": "60", "DEQ_LENS_ROBUSTNESS": "quick"}
     with serve(env, log=args.log) as (url, launch), sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
