@@ -109,8 +109,37 @@ def choose_model() -> resources.ModelEntry | None:
     return entries[names.index(choice)]
 
 
+def choose_dataset() -> None:
+    """Sidebar: open a dataset folder (dataset.json + manifest.csv) with its models, or the shipped data.
+
+    The folder's models are ``models/`` inside it or a ``models`` folder beside it; every
+    page then browses the folder's test split and the Overview compares its models.
+    A folder outside the models root is refused unless DEQ_LENS_ALLOW_ANY_FOLDER=1.
+    """
+    path = st.sidebar.text_input("Dataset folder (optional)", key="dataset_path", placeholder="the shipped data",
+                                 help="A folder in the format of deq_core/data/folder.py, with its model folders in "
+                                 "models/ inside it or beside it. Empty: the models and data the app started with.")  # fmt: skip
+    if not path:
+        st.session_state.pop(resources.DATASET_FOLDER, None)
+        return
+    refusal = folder_refusal(path, resources.environment_models_root())
+    try:
+        folder = resources.check_dataset_folder(path) if refusal is None else None
+    except ValueError as error:
+        refusal = str(error)
+    if refusal:
+        st.session_state.pop(resources.DATASET_FOLDER, None)
+        st.sidebar.error(refusal)
+        return
+    if st.session_state.get(resources.DATASET_FOLDER) != str(folder):
+        st.session_state[resources.DATASET_FOLDER] = str(folder)
+        st.session_state.pop("case_id", None)  # the shipped split's case is not in this one
+    st.sidebar.caption(f"Cases from **{folder.name}**, models from `{resources.models_root()}`")
+
+
 with st.sidebar:
     st.markdown("### DEQ Fusion Lens")
+choose_dataset()
 entry = choose_model()
 if entry is not None:
     st.session_state["model_folder"] = entry.folder
@@ -122,6 +151,19 @@ if entry is not None:
             help=f"SHA-256 over the weights and config: {entry.checksum}. Reports cite it, so a result can be "
             "traced to the exact model.",
         )
+    if resources.is_user_model(entry):
+        with st.sidebar:
+            trusted = st.checkbox(
+                "Run model code", key=f"trust_{entry.folder}", value=resources.is_trusted(entry.folder),
+                help="This model is your own code (adapter.json names its factory). Opening it imports and runs that "
+                "code in this server process, with this server's rights. Tick only for code you trust.",
+            )  # fmt: skip
+        resources.set_trust(entry.folder, trusted)
+        if not trusted:
+            st.title("DEQ Fusion Lens")
+            st.warning(f"{entry.name} is your own model: opening it runs its code ({entry.folder}/adapter.json). "
+                       "Tick **Run model code** in the sidebar if you trust it.")  # fmt: skip
+            st.stop()
     try:
         resources.lens(entry)
     except (ModelLoadError, OSError, ValueError) as error:

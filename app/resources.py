@@ -52,7 +52,50 @@ EQUILIBRIUM = ("deq", "weight_tied")
 
 
 def models_root() -> Path:
+    """The opened dataset folder's models (``dataset_models``) when one is open, else $DEQ_LENS_MODELS."""
+    folder = dataset_folder()
+    if folder is not None:
+        return dataset_models(folder) or folder / "models"
+    return environment_models_root()
+
+
+def environment_models_root() -> Path:
+    """$DEQ_LENS_MODELS (default the shipped models): what the app lists when no dataset folder is open."""
     return Path(os.environ.get("DEQ_LENS_MODELS") or DEFAULT_MODELS).expanduser()
+
+
+# --------------------------------------------------------------------------- your own dataset folder
+DATASET_FOLDER = "dataset_folder"  # session key: the dataset folder the sidebar opened (a str), or absent
+
+
+def dataset_folder() -> Path | None:
+    """The dataset folder this session opened in the sidebar (deq_core/data/folder.py format), or None."""
+    try:
+        value = st.session_state.get(DATASET_FOLDER)
+    except Exception:  # outside a session (a background thread): the environment's models only
+        return None
+    return Path(value) if value else None
+
+
+def dataset_models(folder: str | Path) -> Path | None:
+    """Where a dataset folder's models are: ``models/`` inside it, else a ``models`` folder beside it."""
+    folder = Path(folder)
+    for candidate in (folder / "models", folder.parent / "models"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def check_dataset_folder(path: str | Path) -> Path:
+    """The folder resolved, when it is a dataset folder with models; ``ValueError`` saying what is missing otherwise."""
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "dataset.json").is_file():
+        raise ValueError(f"{folder}: no dataset.json here: a dataset folder has dataset.json and manifest.csv "
+                         "(deq_core/data/folder.py)")  # fmt: skip
+    if dataset_models(folder) is None:
+        raise ValueError(f"{folder}: no models for it: put the model folders in {folder / 'models'} "
+                         f"or in {folder.parent / 'models'}")  # fmt: skip
+    return folder
 
 
 def max_cases() -> int | None:
@@ -92,7 +135,26 @@ class BrokenModel:
     message: str
 
 
-MODEL_FILES = ("weights.safetensors", "config.json", "checksums.json")
+MODEL_FILES = ("weights.safetensors", "config.json", "checksums.json", "adapter.json")
+
+# Model folders with adapter.json whose code this server process may run: the sidebar's
+# "Run model code" setting adds the chosen folder (docs/own-model.md). Without it, a
+# user's model is refused with a message saying why, and none of its code is imported.
+_TRUSTED: set[str] = set()
+
+
+def set_trust(folder: str, trusted: bool) -> None:
+    """Allow (or stop allowing) this process to import ``folder``'s adapter code; a model loaded stays loaded."""
+    (_TRUSTED.add if trusted else _TRUSTED.discard)(str(folder))
+
+
+def is_trusted(folder: str) -> bool:
+    return str(folder) in _TRUSTED
+
+
+def is_user_model(entry: "ModelEntry") -> bool:
+    """Whether the folder is a user's own model (adapter.json): opening it runs its code."""
+    return (Path(entry.folder) / "adapter.json").is_file()
 
 
 def _stamp(folder: Path) -> tuple:
@@ -210,7 +272,10 @@ def baselines_of(entry: ModelEntry) -> dict[str, ModelEntry]:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def _lens(folder: str, checksum: str) -> Lens:
-    return Lens(deq_core.load_model(folder, device="auto"), folder, checksum)
+    trusted = is_trusted(folder)  # a refusal raises, and st.cache_resource caches no exception
+    lens = Lens(deq_core.load_model(folder, device="auto", trust_code=trusted), folder, checksum)
+    lens.trust_code = trusted
+    return lens
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -247,8 +312,10 @@ def training_metrics(entry: ModelEntry) -> dict:
 
 
 def test_data(entry: ModelEntry) -> MultimodalDataset:
-    """The model's test split (capped by DEQ_LENS_MAX_CASES), shared by all sessions."""
-    return lens(entry).data("test", max_cases())
+    """The model's test split (capped by DEQ_LENS_MAX_CASES), shared by all sessions; the opened dataset folder's
+    test split when the sidebar opened one (its cases are browsed as the shipped ones are)."""
+    folder = dataset_folder()
+    return lens(entry).data("test", max_cases(), dataset=None if folder is None else str(folder))
 
 
 # --------------------------------------------------------------------------- background jobs

@@ -242,8 +242,9 @@ def format_comparison(c: PairedComparison) -> str:
     )
 
 
-def evaluate_folder(folder: str | Path, split: str = "test", device: str = "auto", data_path: str | None = None):
-    model = load_model(folder, device=device)
+def evaluate_folder(folder: str | Path, split: str = "test", device: str = "auto", data_path: str | None = None,
+                    trust_code: bool = False):  # fmt: skip
+    model = load_model(folder, device=device, trust_code=trust_code)
     data = load_dataset(data_path or model.config.dataset, split, modalities=model.config.modalities)
     return evaluate(model, data, name=Path(folder).name)
 
@@ -279,6 +280,7 @@ def format_table(e: Evaluation) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deq_core.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
     parser.add_argument("--device", default="auto")
@@ -290,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     try:
-        evaluation, predictions = evaluate_folder(args.model, args.split, args.device, args.data)
+        evaluation, predictions = evaluate_folder(args.model, args.split, args.device, args.data, args.trust_code)
         comparisons = []
         for folder in args.compare:
-            other = load_model(folder, device=args.device)
+            other = load_model(folder, device=args.device, trust_code=args.trust_code)
             data = load_dataset(args.data or other.config.dataset, args.split, modalities=other.config.modalities)
             other_predictions = predict(other, data)
             # A folder named like the model (an older copy of it) is named by its path instead.

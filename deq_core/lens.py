@@ -107,15 +107,26 @@ class Lens:
         self.lock = lock or threading.RLock()
 
     @classmethod
-    def open(cls, folder: str | Path, device: str | torch.device = "auto") -> "Lens":
-        """Load the model folder (checksums verified, no pickle) on ``device``."""
-        return cls(load_model(folder, device=device), folder)
+    def open(cls, folder: str | Path, device: str | torch.device = "auto", trust_code: bool = False) -> "Lens":
+        """Load the model folder (checksums verified, no pickle) on ``device``.
+
+        A user's own model (``adapter.json``, ``deq_core.engine.adapter``) runs its code to
+        build, so it opens only with ``trust_code``; otherwise ``ModelLoadError`` says so.
+        """
+        lens = cls(load_model(folder, device=device, trust_code=trust_code), folder)
+        lens.trust_code = trust_code
+        return lens
+
+    trust_code: bool = False  # whether this Lens's model folder may run its own code (background(), verify)
 
     def background(self, device: str | torch.device = "auto") -> "Lens":
         """A Lens on its own copy of the model that shares this one's cache (for long jobs)."""
         if self.folder is None:
             raise ValueError("background() needs a Lens opened from a model folder")
-        return Lens(load_model(self.folder, device=device), self.folder, self.checksum, cache=self.cache)
+        lens = Lens(load_model(self.folder, device=device, trust_code=self.trust_code), self.folder, self.checksum,
+                    cache=self.cache)  # fmt: skip
+        lens.trust_code = self.trust_code
+        return lens
 
     # ----------------------------------------------------------------------- what the model is
 
@@ -148,17 +159,20 @@ class Lens:
 
     # ----------------------------------------------------------------------- cases
 
-    def data(self, split: str = "test", max_cases: int | None = None) -> "MultimodalDataset":
-        """The model's own dataset split, at most ``max_cases`` cases spread evenly over it."""
+    def data(self, split: str = "test", max_cases: int | None = None, dataset: str | None = None) -> "MultimodalDataset":
+        """The model's own dataset split (or ``dataset``'s: a name or a dataset folder), at most ``max_cases`` cases
+        spread evenly over it."""
         from deq_core.data import load_dataset
 
+        dataset = self.config.dataset if dataset is None else dataset
+
         def load():
-            data = load_dataset(self.config.dataset, split, modalities=self.config.modalities)
+            data = load_dataset(dataset, split, modalities=self.config.modalities)
             if max_cases is None or max_cases >= len(data):
                 return data
             return data.subset(np.unique(np.linspace(0, len(data) - 1, max_cases).round().astype(int)))
 
-        return self._cached(("data", self.config.dataset, split, max_cases, tuple(m.name for m in self.modalities)), load)
+        return self._cached(("data", dataset, split, max_cases, tuple(m.name for m in self.modalities)), load)
 
     def case(self, case_id: str, split: str = "test", data: "MultimodalDataset | None" = None) -> Case:
         """A case of ``data`` (default the model's own ``split``) by id."""
@@ -382,7 +396,8 @@ class Lens:
         return issue(self.report(case, settings, corruption, **options), log, folder)
 
     @staticmethod
-    def verify(report: str | Path | Mapping, model_folder: str | Path | None = None, log=None) -> "ReportVerification":
+    def verify(report: str | Path | Mapping, model_folder: str | Path | None = None, log=None,
+               trust_code: bool = False) -> "ReportVerification":  # fmt: skip
         """Re-run a report's decision from its record alone and compare (``deq_core.audit`` verify).
 
         ``log``: the audit log (or URL) that must hold the report; None: the default one.
@@ -392,7 +407,7 @@ class Lens:
         from deq_core.audit import verify_report
 
         record = report if isinstance(report, Mapping) else json.loads(Path(report).read_text())
-        return verify_report(record, model_folder, log)
+        return verify_report(record, model_folder, log, trust_code=trust_code)
 
     def __repr__(self) -> str:
         return f"Lens({self.name!r}, {self.config.architecture}, checksum {self.checksum[:12]}, on {self.model.device})"

@@ -1,6 +1,7 @@
 """Drive the app in Chromium as a person would and save a screenshot of every page.
 
     python scripts/screenshots.py [--out assets/screenshots] [--models DIR]
+    python scripts/screenshots.py --example      # the torchdeq example (examples/torchdeq_fusion/model) as example-*.png
 
 Starts `streamlit run app/main.py` on a free port, walks Overview, Inspect (picks a
 case), the Lab (switches an input off), Tuning (loosens the tolerance) and
@@ -131,12 +132,18 @@ def headline(page) -> str:
     return page.locator("h4").first.inner_text()
 
 
-def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0) -> dict:
-    """Walk every page as a person would; returns what was seen and how long it took."""
+def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: str = "", trust_code: bool = False) -> dict:
+    """Walk every page as a person would; returns what was seen and how long it took.
+
+    ``trust_code``: tick the sidebar's "Run model code" first (a user's own model);
+    ``prefix``: put before each screenshot's name.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    seen: dict = {"shots": {}}
+    seen: dict = {"shots": {}, "prefix": prefix}
     start = time.perf_counter()
     page.goto(base_url)
+    if trust_code:
+        page.locator('[data-testid="stSidebar"]').get_by_text("Run model code").click()
     page.get_by_text("Model card").wait_for(timeout=LONG)
     page.locator('[data-testid="stSidebar"]').get_by_text("Checksum").wait_for(timeout=LONG)
     seen["seconds_server_start"] = launch_seconds
@@ -177,7 +184,7 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0) -> dict:
     go_to(page, "Modality lab")
     wait_charts(page, 3)
     seen["lab_shift_before"] = metric(page, "Equilibrium shift")
-    switch = page.locator('[data-testid="stCheckbox"]').first
+    switch = page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').first
     seen["lab_switched"] = switch.inner_text().strip()
     switch.locator("label").first.click()
     seen["seconds_lab_switch"] = until(page, lambda: metric(page, "Equilibrium shift") != seen["lab_shift_before"])
@@ -215,6 +222,7 @@ def shoot(page, out: Path, name: str, seen: dict) -> None:
     main = '[data-testid="stMain"]'  # the app scrolls inside this, not the window
     page.evaluate(f"document.querySelector('{main}').scrollTo(0, 0)")
     page.wait_for_timeout(300)
+    name = seen.get("prefix", "") + name
     page.screenshot(path=out / f"{name}.png")
     height = page.evaluate(f"document.querySelector('{main}').scrollHeight")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height), 12_000)})
@@ -234,15 +242,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "assets" / "screenshots")
     parser.add_argument("--models", type=Path, default=None, help="models root (default: DEQ_LENS_MODELS or assets/models)")
     parser.add_argument("--log", type=Path, default=None, help="write the server's output here")
+    parser.add_argument("--example", action="store_true",
+                        help="the torchdeq example alone (a copy in a temporary models root), code trusted, as example-*.png")  # fmt: skip
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     env = {"DEQ_LENS_MODELS": str(args.models)} if args.models else {}
+    if args.example:
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="lens-example-"))
+        shutil.copytree(REPO / "examples" / "torchdeq_fusion" / "model", root / "torchdeq-example",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for baseline in ("inspection-late", "inspection-early"):  # what the Overview compares it with
+            shutil.copytree(REPO / "assets" / "models" / baseline, root / baseline)
+        env = {"DEQ_LENS_MODELS": str(root), "DEQ_LENS_MAX_CASES": "60", "DEQ_LENS_ROBUSTNESS": "quick"}
     with serve(env, log=args.log) as (url, launch), sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
             page = browser.new_page(viewport=VIEWPORT)
-            seen = tour(page, url, args.out, launch)
+            seen = tour(page, url, args.out, launch, prefix="example-" if args.example else "", trust_code=args.example)
         finally:
             browser.close()
     print(json.dumps(seen, indent=2))

@@ -219,8 +219,12 @@ with e:
     chart(plots.shapley(shapley.modality_names, np.asarray(shapley.values), np.asarray(shapley.interactions), height=280), "insp_shapley")
 with f:
     st.markdown("**The model's own weighting at the equilibrium**", help="Gate share of each input in the final fused state.")
-    final_share = np.asarray(trajectory.gate_share()[-1])
-    chart(plots.gate_share_bars(config.modality_names, final_share, height=280), "insp_gate_share")
+    if trajectory.has_gates:
+        final_share = np.asarray(trajectory.gate_share()[-1])
+        chart(plots.gate_share_bars(config.modality_names, final_share, height=280), "insp_gate_share")
+    else:
+        st.info("Not provided by this model's adapter: it has no `gates(z, features)`, so the gate shares cannot be shown "
+                "(docs/own-model.md).")  # fmt: skip
 
 reference = resources.ideal_reference(entry, case, config.class_names.index(target_name))
 if reference is not None:

@@ -112,8 +112,11 @@ with left:
                               path.iloc[ref_t.iterations:].reset_index(drop=True), height=280), "lab_paths")  # fmt: skip
 with right:
     st.markdown("**Gate share at the equilibrium**", help="The model's own weighting of each input in the fused state.")
-    reference_share, variant_share = np.asarray(ref_t.gate_share()[-1]), np.asarray(var_t.gate_share()[-1])
-    chart(plots.compare_probabilities(list(names), reference_share, variant_share, height=280), "lab_shares")
+    if ref_t.has_gates:
+        reference_share, variant_share = np.asarray(ref_t.gate_share()[-1]), np.asarray(var_t.gate_share()[-1])
+        chart(plots.compare_probabilities(list(names), reference_share, variant_share, height=280), "lab_shares")
+    else:
+        st.info("Not provided by this model's adapter: it has no `gates(z, features)` (docs/own-model.md).")
 
 with st.expander("What the model sees in the variant"):
     damaged = [(i, m) for i, m in enumerate(config.modalities) if any(s.modality == m.name for s in specs)]

@@ -35,7 +35,7 @@ def _report_cases(args) -> int:
 
     from deq_core.data import load_dataset
 
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, trust_code=args.trust_code)
     dataset = args.data or model.config.dataset
     data = load_dataset(dataset, args.split, modalities=model.config.modalities)
     corruption = CorruptionSet.from_dict(json.loads(Path(args.corruption).read_text())) if args.corruption else None
@@ -88,7 +88,7 @@ def _verify(args) -> int:
     log = AuditLog(args.db)
     for path in args.reports:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        result = verify_report(record, args.model, log)
+        result = verify_report(record, args.model, log, trust_code=args.trust_code)
         if result.ok:  # the verifier's own tolerances (sorted keys), which the report's must equal
             tolerances = dict(sorted(TOLERANCES.to_dict().items()))
             print(f"OK: {path} verified ({', '.join(result.checked)}; tolerances {tolerances})")
@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="write report.html and report.json for one or more cases")
     report.add_argument("--model", required=True, type=Path, help="model folder")
+    report.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     which = report.add_mutually_exclusive_group(required=True)
     which.add_argument("--case", help="case id")
     which.add_argument("--cases", help="comma-separated case ids, or 'all'")
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="re-run a report's decision and compare")
     verify.add_argument("reports", type=Path, nargs="+", metavar="report.json")
     verify.add_argument("--model", default=None, type=Path, help="model folder (default: the one recorded)")
+    verify.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     verify.add_argument("--db", default=None, help="the audit log that must hold the reports (default as for report)")
     verify_log = commands.add_parser("verify-log", help="check the audit log's hash chain and signed checkpoints")
     verify_log.add_argument("--db", default=None)

@@ -69,12 +69,13 @@ class ReportVerification:
 
 
 def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | None = None,
-                  log: AuditLog | str | None = None) -> ReportVerification:  # fmt: skip
+                  log: AuditLog | str | None = None, trust_code: bool = False) -> ReportVerification:  # fmt: skip
     """Re-run the decision from the record alone and compare; the report must have been issued into ``log``.
 
     ``record``: the JSON as read (its hash is checked over exactly that content) or a
     ``ReportRecord``. ``log``: the audit log (or its URL) that must hold the report;
     None: the default log (``$DEQ_LENS_AUDIT_DB`` or ``.cache/audit.sqlite``).
+    ``trust_code``: the model is a user's own (``adapter.json``) and its code may be run.
     """
     raw = record.to_dict() if isinstance(record, ReportRecord) else record
     problems: list[str] = []
@@ -112,7 +113,7 @@ def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | Non
         return ReportVerification(False, tuple(problems), tuple(checked), tuple(unchecked))
     checked.append("input hashes")
     try:
-        model = load_model(folder, device="cpu", verify_checksums=False)
+        model = load_model(folder, device="cpu", verify_checksums=False, trust_code=trust_code)
     except (ModelLoadError, OSError) as error:
         problems.append(f"model cannot be loaded: {error}")
         return ReportVerification(False, tuple(problems), tuple(checked), tuple(unchecked))

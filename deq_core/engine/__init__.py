@@ -12,6 +12,15 @@ from __future__ import annotations
 from deq_core._lazy import lazy_exports
 
 _EXPORTS = {
+    'ADAPTER': '.adapter',
+    'MAX_ADAPTER_BYTES': '.adapter',
+    'GatesUnavailable': '.adapter',
+    'UserDEQ': '.adapter',
+    'is_adapter_folder': '.adapter',
+    'read_adapter': '.adapter',
+    'build_user_module': '.adapter',
+    'AdapterUpdate': '.adapter',
+    'AdaptedDEQ': '.adapter',
     'WEIGHTS': '.checkpoint',
     'CONFIG': '.checkpoint',
     'CHECKSUMS': '.checkpoint',
@@ -24,6 +33,7 @@ _EXPORTS = {
     'load_config': '.checkpoint',
     'verify_folder': '.checkpoint',
     'load_model': '.checkpoint',
+    'save_adapter': '.checkpoint',
     'MAX_CONFIG_BYTES': '.checkpoint',
     'MAX_CHECKSUMS_BYTES': '.checkpoint',
     'MAX_JSON_DEPTH': '.checkpoint',
@@ -86,6 +96,8 @@ _EXPORTS = {
     'LensModel': '.protocol',
     'EquilibriumLensModel': '.protocol',
     'missing_members': '.protocol',
+    'is_equilibrium': '.protocol',
+    'has_gates': '.protocol',
     'METHODS': '.solvers',
     'STOP_MODES': '.solvers',
     'SolveStatus': '.solvers',

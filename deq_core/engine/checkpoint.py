@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from deq_core.engine.adapter import ADAPTER, AdaptedDEQ, build_user_module, is_adapter_folder, read_adapter
 from deq_core.engine.config import ModelConfig, check_config_limits
 from deq_core.engine.modality import show
 from deq_core.engine.model import FusionModel, build_model
@@ -80,10 +81,12 @@ def model_checksum(folder: str | Path) -> str:
     """Short identity of a model folder: SHA-256 over its weights and config hashes."""
     folder = Path(folder)
     combined = sha256_file(folder / WEIGHTS) + sha256_file(folder / CONFIG)
+    if is_adapter_folder(folder):  # the factory named is part of what the model is
+        combined += sha256_file(folder / ADAPTER)
     return hashlib.sha256(combined.encode()).hexdigest()
 
 
-def state_checksum(model: FusionModel) -> str:
+def state_checksum(model: torch.nn.Module) -> str:
     """Identity of a model in memory (no folder to hash): SHA-256 over its config and every tensor of its state."""
     digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
@@ -110,20 +113,31 @@ def verify_folder(folder: str | Path) -> ModelConfig:
     """
     folder = Path(folder)
     weights_path = _weights_path(folder)
+    if is_adapter_folder(folder):  # the user's code is not run to list it: the weights' size is its to check
+        read_adapter(folder)
+        config, recorded = _adapter_config(folder, verify_checksums=True)
+        _check_digest(weights_path, sha256_file(weights_path), recorded[WEIGHTS])
+        return config
     config, recorded, expected = _checked_config(folder, verify_checksums=True)
     _check_weights_file(weights_path, expected, recorded[WEIGHTS])
     return config
 
 
-def load_model(folder: str | Path, device: str | torch.device = "auto", verify_checksums: bool = True) -> FusionModel:
+def load_model(folder: str | Path, device: str | torch.device = "auto", verify_checksums: bool = True,
+               trust_code: bool = False) -> FusionModel:  # fmt: skip
     """Rebuild a model from its folder, in eval mode, on ``device``.
 
     Raises ``ModelLoadError`` naming the file or tensor at fault when the folder is
     incomplete, a file was altered after saving, a file or a number of the config is
     beyond its limits, or the weights do not fit the config. The config is checked
     (``load_config``) and the weights file's size bounded before any tensor is allocated.
+
+    A folder with ``adapter.json`` is a user's own model (``deq_core.engine.adapter``): its
+    factory is imported only with ``trust_code``, and the result is an ``AdaptedDEQ``.
     """
     folder = Path(folder)
+    if is_adapter_folder(folder):
+        return _load_adapted(folder, device, verify_checksums, trust_code)
     weights_path = _weights_path(folder)
     config, recorded, expected = _checked_config(folder, verify_checksums)
     _check_weights_file(weights_path, expected, recorded.get(WEIGHTS) if verify_checksums else None)
@@ -150,6 +164,91 @@ def load_model(folder: str | Path, device: str | torch.device = "auto", verify_c
             raise ModelLoadError(f"{weights_path}: tensor {name!r} holds NaN or infinite values")
     model.load_state_dict(tensors)
     return model.to(resolve_device(device)).eval()
+
+
+def _check_tensors(weights_path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{weights_path}: weights do not fit {what}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
+        )
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
+            raise ModelLoadError(
+                f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)} {tensor.dtype}, "
+                f"{what} needs {tuple(expected[name].shape)} {expected[name].dtype}"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelLoadError(f"{weights_path}: tensor {name!r} holds NaN or infinite values")
+
+
+def _load_adapted(folder: Path, device: str | torch.device, verify_checksums: bool, trust_code: bool) -> AdaptedDEQ:
+    """A user's model folder: adapter.json checked (and its checksum), the factory run only when trusted."""
+    weights_path = _weights_path(folder)
+    read_adapter(folder)
+    config, recorded = _adapter_config(folder, verify_checksums)
+    user = build_user_module(folder, config, trust_code)
+    expected = user.state_dict()
+    largest = sum(t.numel() * t.element_size() for t in expected.values()) + SAFETENSORS_HEADER_BYTES
+    if weights_path.stat().st_size > largest:
+        raise ModelLoadError(f"{weights_path}: {weights_path.stat().st_size} bytes, larger than the {largest} bytes "
+                             "the adapter's tensors and a header can fill")  # fmt: skip
+    if verify_checksums:
+        _check_digest(weights_path, sha256_file(weights_path), recorded[WEIGHTS])
+    try:
+        tensors = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelLoadError(f"{weights_path}: unreadable safetensors file ({error})") from error
+    _check_tensors(weights_path, tensors, expected, f"the adapter's module {type(user).__name__}")
+    user.load_state_dict(tensors)
+    return AdaptedDEQ(config, user).to(resolve_device(device)).eval()
+
+
+def _adapter_config(folder: Path, verify_checksums: bool) -> tuple[ModelConfig, dict[str, str]]:
+    """config.json and checksums.json of an adapter folder (adapter.json's SHA-256 recorded too)."""
+    path = folder / CONFIG
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no model config here (is {folder} a model folder?)")
+    raw = _read_limited(path, MAX_CONFIG_BYTES, "a model config")
+    recorded: dict[str, str] = {}
+    if verify_checksums:
+        recorded = _recorded_checksums(folder)
+        _check_digest(path, hashlib.sha256(raw).hexdigest(), recorded[CONFIG])
+        listed = _parse_json(folder / CHECKSUMS, (folder / CHECKSUMS).read_bytes(), "checksums")
+        if not isinstance(listed.get(ADAPTER), str):
+            raise ModelLoadError(f"{folder / CHECKSUMS}: no checksum recorded for {ADAPTER}")
+        _check_digest(folder / ADAPTER, sha256_file(folder / ADAPTER), listed[ADAPTER].lower())
+    data = _parse_json(path, raw, "config")
+    try:
+        check_config_limits(data)
+        config = ModelConfig.from_dict(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelLoadError(f"{path}: invalid config: {error}") from error
+    if config.architecture != "deq":
+        raise ModelLoadError(f"{path}: invalid config: an adapter's architecture must be 'deq', not {config.architecture!r}")
+    return config, recorded
+
+
+def save_adapter(module: torch.nn.Module, config: ModelConfig, folder: str | Path, factory: str, code: str = ".",
+                 options: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """Write a user's model folder: weights, config, adapter.json and the checksums of all three.
+
+    ``code`` (relative to ``folder``) is where the factory's package is imported from; the
+    caller puts the code there (or names a folder above that holds it, inside ``folder``).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(tensors, folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    adapter = {"factory": factory, "code": code, "options": options or {}}
+    (folder / ADAPTER).write_text(json.dumps(adapter, indent=2) + "\n")
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text)
+    checksums = {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG, ADAPTER)}
+    (folder / CHECKSUMS).write_text(json.dumps(checksums, indent=2) + "\n")
+    return folder
 
 
 # --------------------------------------------------------------------------- checks before trusting a folder

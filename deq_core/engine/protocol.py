@@ -8,6 +8,17 @@ wrapped to provide them. Our own ``FusionModel`` classes satisfy them as they ar
 State layout of an equilibrium model: ``z`` is ``(batch, N + 1, d)``; rows ``0..N-1``
 are the per-modality states in the config's modality order, row ``N`` is the fused
 state the head reads. The solve starts at ``z0`` (zeros for our DEQs).
+
+A model of your own stands behind the lens through ``deq_core.engine.adapter``: you give
+``encode(inputs) -> (b, N, d)``, ``f(z, features) -> z``, ``head(fused) -> logits`` and,
+optionally, ``gates(z, features) -> (gates, purified)``; ``AdaptedDEQ`` turns them into
+this protocol (its ``run`` solves your f with the lens's solvers). Modalities (name, kind,
+shape), class names and the solver settings come from the folder's ``config.json``; the
+weights' checksum is ``checkpoint.model_checksum`` over weights, config and adapter.json.
+``is_equilibrium`` and ``has_gates`` say which views a model supports; a view that needs
+gates the adapter lacks says so (``Trajectory.has_gates``) instead of failing.
+``deq_core.testing.check_adapter`` checks a model against these assumptions.
+See docs/own-model.md.
 """
 
 from __future__ import annotations
@@ -85,3 +96,13 @@ def missing_members(model: object, protocol: type = LensModel) -> Sequence[str]:
     if protocol is EquilibriumLensModel:
         names += ["bind", "parts"]
     return [n for n in names if not hasattr(model, n)]
+
+
+def is_equilibrium(model: object) -> bool:
+    """Whether ``model`` decides from a fixed point the lens can trace (``bind`` and ``parts``), ours or an adapter."""
+    return callable(getattr(model, "bind", None)) and callable(getattr(model, "parts", None))
+
+
+def has_gates(model: object) -> bool:
+    """Whether the per-iteration gates and purified terms are real (an adapter may not provide them)."""
+    return is_equilibrium(model) and getattr(model, "has_gates", True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.modality import Inputs
 from deq_core.engine.model import EquilibriumModel, FusionModel, FusionOutput
@@ -60,6 +61,11 @@ class Trajectory:
         changed = (predictions != predictions[-1]).nonzero()
         return int(changed[-1]) + 1 if len(changed) else 0
 
+    @property
+    def has_gates(self) -> bool:
+        """Whether the gates are the model's own (an adapter without ``gates`` records NaN): the gate view's to say."""
+        return bool(torch.isfinite(self.gates).all())
+
     def gate_share(self) -> torch.Tensor:
         """``(T, N)`` share of the fused state each modality supports: ||z'_i|| / sum_j ||z'_j||.
 
@@ -82,7 +88,7 @@ def trace(
     The per-iteration gates, purified terms and probabilities are recomputed from
     the recorded iterates in one batched f evaluation, so the solver stays generic.
     """
-    if not isinstance(model, EquilibriumModel):
+    if not is_equilibrium(model):
         raise TypeError(f"a {model.config.architecture!r} model has no equilibrium to trace")
     output = model.run(inputs, record=True, solver=solver)
     result = output.solve

@@ -163,7 +163,8 @@ class InputReference:
         """The training statistics a ``FusionModel``'s encoders carry."""
         return cls(
             tuple(m.detach() for m in model.input_means()),
-            tuple(encoder.scale.detach() for encoder in model.encoders),
+            tuple(s.detach() for s in model.input_scales()) if hasattr(model, "input_scales")
+            else tuple(encoder.scale.detach() for encoder in model.encoders),
         )
 
     @classmethod

@@ -25,6 +25,7 @@ from deq_core.explain.attribution import (
     integrated_gradients,
     summarise_solves,
 )
+from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.model import EquilibriumModel, FusionModel
 from deq_core.explain.shapley import ModalityShapley, modality_shapley
@@ -209,7 +210,7 @@ def explain_case(
         x = _one_case(model, inputs)
         trajectory = None
         with torch.no_grad():
-            if isinstance(model, EquilibriumModel):
+            if is_equilibrium(model):
                 output, (trajectory,) = trace(model, x, solver=solver)
             else:
                 output = model.run(x, solver=solver)
@@ -232,7 +233,7 @@ def explain_case(
         target=target,
         texts=dict(texts or {}),
         trajectory=trajectory,
-        gate_share=trajectory.gate_share() if trajectory is not None else None,
+        gate_share=trajectory.gate_share() if trajectory is not None and trajectory.has_gates else None,
         lock_in_iteration=trajectory.lock_in_iteration if trajectory is not None else None,
         attribution=attribution,
         shapley=shapley,
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
 
     parser = argparse.ArgumentParser(prog=prog, description="Explain one case: decision, reliability, modality Shapley values.")
     parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--case", required=True, help="case id")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
@@ -393,7 +395,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
     try:
         if args.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {args.steps}")
-        lens = Lens.open(args.model, device=args.device)
+        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
         data = load_dataset(args.data or lens.config.dataset, args.split, modalities=lens.config.modalities)
         if args.case not in data.ids:
             raise ValueError(f"{data.name}/{args.split} has no case {args.case!r} (e.g. {data.ids[0]!r})")

@@ -286,6 +286,7 @@ def format_table(f: Faithfulness) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deq_core.faithfulness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
     parser.add_argument("--cases", type=int, default=50, help="cases, spread evenly over the split")
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cases < 1:
         parser.error("--cases must be at least 1")
     try:
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model, device=args.device, trust_code=args.trust_code)
         data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
         result, _ = measure(
             model, data, cases=args.cases, n_steps=args.n_steps, baseline=args.baseline,

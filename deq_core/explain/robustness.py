@@ -648,10 +648,11 @@ def sweep_folder(
     cache_dir: CacheChoice = DEFAULT_CACHE_DIR,
     device: str = "auto",
     progress: bool = False,
+    trust_code: bool = False,
 ) -> RobustnessReport:
-    """``robustness_sweep`` of a model folder (and its baselines) on its own dataset."""
+    """``robustness_sweep`` of a model folder (and its baselines) on its own dataset (``trust_code``: adapters' code may run)."""
     folders = find_baselines(folder) if baselines else {Path(folder).name: Path(folder)}
-    models = {name: load_model(path, device=device) for name, path in folders.items()}
+    models = {name: load_model(path, device=device, trust_code=trust_code) for name, path in folders.items()}
     config = models[Path(folder).name].config
     data = load_dataset(config.dataset, split, modalities=config.modalities)
     checksums = {name: model_checksum(path) for name, path in folders.items()}
@@ -683,6 +684,7 @@ def format_table(report: RobustnessReport) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deq_core.robustness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="model folder")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--severities", type=float, nargs="+", default=None, help="default 0, 0.1, ..., 1")
     parser.add_argument("--quick", action="store_true", help=f"severities {', '.join(map(str, QUICK_SEVERITIES))}")
@@ -705,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         report = sweep_folder(
             args.model, args.split, severities, baselines=not args.no_baselines, seed=args.seed,
             cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR), device=args.device,
-            progress=not args.quiet,
+            progress=not args.quiet, trust_code=args.trust_code,
         )  # fmt: skip
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -442,7 +442,10 @@ def case_stability(model, inputs: Inputs, starts: int = 8, anchors: Sequence[Anc
         logits = model.head(image[:, model.n_modalities])
     prediction = int(logits.argmax(dim=1))
     head_gradient = torch.zeros_like(image)
-    head_gradient[0, model.n_modalities] = model.head.weight[prediction].detach()
+    fused = image[:, model.n_modalities].detach().requires_grad_()
+    with torch.enable_grad():  # d logit / d fused at the equilibrium: the head's row for a linear head, any head else
+        (gradient,) = torch.autograd.grad(model.head(fused)[0, prediction], fused)
+    head_gradient[0, model.n_modalities] = gradient[0].detach()
     local = local_stability(f, result.z, result.relative_residuals[0], int(result.best_iteration[0]),
                             int(result.iterations[0]), bool(result.converged[0]), settings.tol, head_gradient)  # fmt: skip
     seconds_local = time.perf_counter() - started
@@ -589,6 +592,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deq_core.stabilit
 
     parser = argparse.ArgumentParser(prog=prog, description="Is each decision's fixed point stable and the only one?")
     parser.add_argument("--model", required=True, type=Path, help="model folder (a DEQ)")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--cases", type=int, default=None, help="cases, spread evenly over the split (default: all)")
     parser.add_argument("--starts", type=int, default=8, help="starting points per case (zero, class equilibria, noise)")
@@ -603,7 +607,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deq_core.stabilit
             raise ValueError(f"--cases must be at least 1, got {args.cases}")
         if args.starts < 1:
             raise ValueError(f"--starts must be at least 1, got {args.starts}")
-        lens = Lens.open(args.model, device=args.device)
+        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
         if lens.config.architecture != "deq" or not hasattr(lens.model, "head"):
             raise ValueError(f"{args.model} is a {lens.config.architecture!r} model: it decides from no fixed point")
         data = load_dataset(lens.config.dataset, args.split, modalities=lens.config.modalities)

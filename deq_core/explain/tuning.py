@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.data import MultimodalDataset
 from deq_core.evaluate import predict
@@ -60,7 +61,7 @@ def count_flips(reference: np.ndarray, predicted: np.ndarray) -> int:
 
 
 def _require_equilibrium(model: FusionModel) -> None:
-    if not isinstance(model, EquilibriumModel):
+    if not is_equilibrium(model):
         raise TypeError(f"a {model.config.architecture!r} model has no solver to tune")
 
 
@@ -462,6 +463,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens tune") -> int:
 
     parser = argparse.ArgumentParser(prog=prog, description="How loose can the solver be before decisions change?")
     parser.add_argument("--model", required=True, type=Path, help="model folder (a DEQ or weight-tied model)")
+    parser.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--data", default=None, help="dataset name or folder (default: the model's own)")
     parser.add_argument("--cases", type=int, default=None, help="cases, spread evenly over the split (default: all)")
@@ -476,9 +478,9 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens tune") -> int:
             raise ValueError(f"--cases must be at least 1, got {args.cases}")
         if not all(t > 0 for t in args.tolerances):
             raise ValueError("tolerances must be positive")
-        lens = Lens.open(args.model, device=args.device)
+        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
         model = lens.model
-        if not isinstance(model, EquilibriumModel):
+        if not is_equilibrium(model):
             raise ValueError(f"{args.model} is a {model.config.architecture!r} model: it has no solver to tune")
         data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
         if args.cases is not None and args.cases < len(data):

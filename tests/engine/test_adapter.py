@@ -1,0 +1,166 @@
+"""A user's own DEQ behind the lens: adapter folders, trust, and the conformance check."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from deq_core import Lens
+from deq_core.engine import ModelLoadError, load_model, save_adapter
+from deq_core.testing import check_adapter
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "torchdeq_fusion"
+
+
+def _example_train():
+    spec = importlib.util.spec_from_file_location("torchdeq_fusion_train", EXAMPLE / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """The example trained for one epoch on 48 cases (about 2 s)."""
+    out = tmp_path_factory.mktemp("own") / "tiny-example"
+    _example_train().train(out, epochs=1, cases=48, width=16)
+    return out
+
+
+def test_a_users_model_is_refused_without_trust_and_says_how(tiny):
+    with pytest.raises(ModelLoadError, match=r"adapter\.json: this model is your own code .*--trust-code"):
+        Lens.open(tiny)
+
+
+def test_the_whole_path_on_a_tiny_example(tiny, tmp_path):
+    lens = Lens.open(tiny, device="cpu", trust_code=True)
+    assert lens.equilibrium and lens.config.modality_names == ("photo", "sensors", "note")
+    case = lens.case(lens.data(max_cases=6).ids[0], data=lens.data(max_cases=6))
+    decision = lens.decide(case)
+    assert decision.trajectory is not None and decision.trajectory.has_gates
+    explanation = lens.explain(case, n_steps=4)
+    assert explanation.shapley.values.shape == (3,)
+    assert explanation.gate_share is not None
+    report = lens.issue(case, tmp_path / "report")
+    assert report is not None
+    verification = Lens.verify(tmp_path / "report" / "report.json", trust_code=True)
+    assert verification.ok, verification.problems
+    refused = Lens.verify(tmp_path / "report" / "report.json")
+    assert not refused.ok and any("--trust-code" in p for p in refused.problems)
+
+
+def test_an_edited_adapter_file_is_refused(tiny, tmp_path):
+    folder = tmp_path / "edited"
+    shutil.copytree(tiny, folder)
+    adapter = json.loads((folder / "adapter.json").read_text())
+    adapter["options"] = {"changed": True}
+    (folder / "adapter.json").write_text(json.dumps(adapter))
+    with pytest.raises(ModelLoadError, match="adapter.json: SHA-256 .* differs"):
+        load_model(folder, trust_code=True)
+
+
+@pytest.mark.parametrize("adapter, message", [
+    ({"factory": "os.system"}, "must name package.module:build"),
+    ({"factory": "x:build", "code": "../.."}, "must be a folder inside the model folder"),
+    ({"factory": "no_such_module_here:build"}, "factory no_such_module_here:build failed: ModuleNotFoundError"),
+])  # fmt: skip
+def test_bad_adapter_files_get_a_clear_error(tiny, tmp_path, adapter, message):
+    folder = tmp_path / "bad"
+    shutil.copytree(tiny, folder)
+    (folder / "adapter.json").write_text(json.dumps(adapter))
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(folder, trust_code=True, verify_checksums=False)
+
+
+@pytest.mark.parametrize("name", ["inspection-deq", "inspection-early", "inspection-weight_tied", "handwritten-deq"])
+def test_check_adapter_passes_on_our_shipped_models(name):
+    torch.set_num_threads(1)
+    result = check_adapter(load_model(REPO / "assets" / "models" / name, device="cpu"))
+    assert result.ok, result.problems
+    assert "gradients reach every input in eval mode" in result.checked
+
+
+def test_check_adapter_passes_on_the_shipped_example():
+    result = check_adapter(load_model(EXAMPLE / "model", device="cpu", trust_code=True))
+    assert result.ok, result.problems
+    assert "state layout matches f" in result.checked
+
+
+class _Broken(torch.nn.Module):
+    """A wrong adapter: its modality rows are swapped (row 0 follows modality b) when ``swapped``; no gates."""
+
+    def __init__(self, swapped: bool, noisy: bool):
+        super().__init__()
+        self.swapped, self.noisy = swapped, noisy
+        self.enc = torch.nn.ModuleList(torch.nn.Linear(4, 8) for _ in range(2))
+        self.mix = torch.nn.Linear(8, 8)
+        self.out = torch.nn.Linear(8, 2)
+
+    def encode(self, inputs):
+        return torch.stack([self.enc[0](inputs[0]), self.enc[1](inputs[1])], dim=1)
+
+    def f(self, z, x):
+        x_rows = x.flip(1) if self.swapped else x
+        modal = torch.tanh(0.3 * self.mix(z[:, :2]) + x_rows)
+        fused = torch.tanh(0.3 * self.mix(z[:, 2]) + modal.sum(1))
+        out = torch.cat([modal, fused[:, None]], dim=1)
+        return out + (1e-2 * torch.randn_like(out) if self.noisy else 0)
+
+    def head(self, fused):
+        return self.out(fused)
+
+
+def _broken(swapped: bool, noisy: bool):
+    from deq_core.engine import AdaptedDEQ, Modality, ModelConfig
+
+    config = ModelConfig(architecture="deq", modalities=(Modality("a", "vector", (4,)), Modality("b", "vector", (4,))),
+                         class_names=("no", "yes"), width=8, groups=1)  # fmt: skip
+    return AdaptedDEQ(config, _Broken(swapped, noisy)).eval()
+
+
+def _inputs():
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randn(3, 4, generator=generator), torch.randn(3, 4, generator=generator))
+
+
+def test_check_adapter_passes_a_right_one_and_names_swapped_rows():
+    torch.manual_seed(0)
+    right = check_adapter(_broken(swapped=False, noisy=False), inputs=_inputs())
+    assert right.ok, right.problems
+    assert any("no gates" in n for n in right.notes)
+    swapped = check_adapter(_broken(swapped=True, noisy=False), inputs=_inputs())
+    assert any("changing 'a'" in p and "row 0 should move most" in p for p in swapped.problems), swapped.problems
+
+
+def test_check_adapter_names_a_nondeterministic_model():
+    torch.manual_seed(0)
+    result = check_adapter(_broken(swapped=False, noisy=True), inputs=_inputs())
+    assert any("not deterministic" in p for p in result.problems), result.problems
+
+
+def test_an_adapter_without_gates_traces_and_says_it_has_none():
+    from deq_core import Case
+
+    model = _broken(swapped=False, noisy=False)
+    lens = Lens(model)
+    case = Case.from_inputs(model.config.modalities, (torch.randn(4), torch.randn(4)), key="c1")
+    decision = lens.decide(case)
+    assert not decision.trajectory.has_gates
+    assert lens.explain(case, n_steps=4).gate_share is None
+
+
+def test_the_command_line_opens_a_users_model_only_with_trust_code(tiny, capsys):
+    from deq_core.explain.explanation import main
+
+    case_id = Lens.open(tiny, trust_code=True).data(max_cases=3).ids[0]
+    assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu"]) != 0
+    assert "--trust-code" in capsys.readouterr().err
+    assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu", "--trust-code", "--json", "--steps", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["modalities"] == ["photo", "sensors", "note"]
