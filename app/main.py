@@ -109,6 +109,10 @@ def choose_model() -> resources.ModelEntry | None:
     return entries[names.index(choice)]
 
 
+# A wider sidebar: at Streamlit's 300 px "handwritten-weight_tied" was cut to "handwritten-weight_tiec"
+# in the model box (the browser tour measures the longest name against the box).
+SIDEBAR_CSS = '<style>section[data-testid="stSidebar"]{width:344px !important;min-width:344px !important}</style>'
+st.html(SIDEBAR_CSS)
 with st.sidebar:
     st.markdown("### DEQ Fusion Lens")
 entry = choose_model()

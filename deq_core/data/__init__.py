@@ -86,6 +86,8 @@ _EXPORTS = {
     'CHECKSUM_FILE': '.handwritten',
     'VIEWS': '.handwritten',
     'MODALITIES': '.handwritten',
+    'VIEW_FEATURES': '.handwritten',
+    'view_feature_name': '.handwritten',
     'HandwrittenTable': '.handwritten',
     'HandwrittenSplits': '.handwritten',
     'read_handwritten_table': '.handwritten',
