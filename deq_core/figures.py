@@ -345,7 +345,7 @@ def shapley(modalities: Sequence[str], values: Sequence[float], interactions: np
         short = [_short(m) for m in modalities]
         fig.add_heatmap(z=matrix, x=short, y=short, colorscale=DIVERGING, zmin=-bound, zmax=bound,
                         text=text, texttemplate="%{text}" if text_size else None, textfont=dict(size=max(text_size, 1)),
-                        customdata=np.array([[f"{a} × {b}" for b in modalities] for a in modalities]),
+                        customdata=np.array([[f"{a} × {b}".replace("_", " ") for b in modalities] for a in modalities]),
                         hovertemplate="%{customdata}: %{z:+.3f}<extra></extra>",
                         colorbar=dict(thickness=10, len=0.8), row=1, col=2)  # fmt: skip
         fig.update_xaxes(tickangle=-45 if n > 4 else 0, tickfont_size=10, row=1, col=2)
