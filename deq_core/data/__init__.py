@@ -27,7 +27,7 @@ def _handwritten(split: str, modalities: tuple[Modality, ...] | None) -> Multimo
 def _inspection(split: str, modalities: tuple[Modality, ...] | None) -> MultimodalDataset:
     from .inspection import generate_inspection
 
-    return generate_inspection(split)
+    return generate_inspection(split, modalities=modalities)
 
 
 BUILT_IN: dict[str, Callable[[str, tuple[Modality, ...] | None], MultimodalDataset]] = {
