@@ -130,6 +130,7 @@ MODEL_COLUMNS = {
     "converged_fraction": Column("converged", "percent", help="Share of cases whose solve met its tolerance."),
 }
 
+# The solver, residual mode and iteration limit are the settings above the table, the same on every row.
 SWEEP_COLUMNS = {
     "tolerance": Column("tolerance", "scientific", help="The solver stops once the residual falls below this."),
     "recommended": Column("recommended", "bool", help="The loosest tolerance with no flipped decision."),
@@ -140,9 +141,6 @@ SWEEP_COLUMNS = {
     "iterations_p95": Column("p95 iter.", "integer", help="95% of cases need at most this many."),
     "converged_fraction": Column("converged", "percent", help="Share of cases whose solve met the tolerance."),
     "latency_ms": Column("latency ms", "number", 1, "Median single-case time on this machine."),
-    "method": Column("solver", "text"),
-    "stop_mode": Column("residual", "text", help="rel: the change divided by the state's size; abs: not divided."),
-    "max_iter": Column("max iter.", "integer", help="The iteration limit."),
 }
 
 COMPUTE_COLUMNS = {
@@ -154,17 +152,16 @@ COMPUTE_COLUMNS = {
     "weight_tied_relative_residual": Column("weight-tied residual", "scientific"),
 }
 
+# Eight columns fit beside the sidebar at 1280 px; the CSV of every setting (the rows table) has the rest.
 ROBUSTNESS_SUMMARY_COLUMNS = {
     "model": Column("model", "text"),
     "modality": Column("input", "text"),
     "clean_accuracy": Column("clean", "percent", help="Accuracy on the untouched cases."),
     "worst_accuracy": Column("worst", "percent", help="Lowest accuracy at any severity."),
     "retained_accuracy": Column("retained", "percent", help="Area under accuracy vs severity divided by clean accuracy: the share of accuracy kept."),
-    "relative_robustness": Column("area", "number", 3, "Area under accuracy vs severity (MultiBench's relative robustness)."),
     "effective_robustness": Column("vs late fusion", "number", 3, "Accuracy above late fusion's curve shifted to this model's clean accuracy, summed over severities."),
     "effective_robustness_fit": Column("vs trend", "number", 3, "Accuracy above the line fitted through all models' clean vs damaged accuracy (Taori et al.)."),
     "iterations_mean": Column("iterations", "number", 1, "Mean solver steps per case."),
-    "equilibrium_shift_mean": Column("shift", "percent", help="How far the decided-from state moves from the clean one, relative."),
 }
 
 ROBUSTNESS_ROW_COLUMNS = {
