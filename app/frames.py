@@ -12,6 +12,179 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# --------------------------------------------------------------------------- tables as a person reads them
+
+PERCENT_DECIMALS = 1  # one percent format on every page: "96.0%", never "96%" beside "96.67%"
+
+
+def percent(value: float | None, decimals: int = PERCENT_DECIMALS) -> str:
+    """A share in the app's one percent format ("96.0%"); "n/a" for a missing value."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.{decimals}%}"
+
+
+def points_phrase(gap: float, decimals: int = 1) -> str:
+    """A difference of two shares in words: "1.5 points more", "0.3 points fewer", or "the same".
+
+    A gap that rounds to zero at the shown precision is a tie: "0.0 points more" reads as a
+    win that is not there.
+    """
+    points = round(abs(gap) * 100, decimals)
+    if points == 0:
+        return "the same"
+    return f"{points:.{decimals}f} points {'more' if gap > 0 else 'fewer'}"
+
+
+def against_phrase(gap: float, decimals: int = 1) -> str:
+    """``gap`` (a share minus another) before "the best baseline": "1.5 points more than", "as many as"."""
+    phrase = points_phrase(gap, decimals)
+    return "as many as" if phrase == "the same" else f"{phrase} than"
+
+
+@dataclass(frozen=True)
+class Column:
+    """How one column of a raw table is shown.
+
+    Attributes:
+        title: the header a person reads (no underscores).
+        kind: "percent" (a share, shown x100 with ``decimals``), "number", "integer",
+            "scientific" (a tolerance or residual), "text" or "bool".
+        decimals: digits after the point for percent and number columns.
+        help: the header's tooltip.
+    """
+
+    title: str
+    kind: str = "number"
+    decimals: int = 1
+    help: str = ""
+
+    def format(self) -> str | None:
+        """printf format for Streamlit's NumberColumn (None: not a number column)."""
+        return {
+            "percent": f"%.{self.decimals}f%%",
+            "number": f"%.{self.decimals}f",
+            "integer": "%d",
+            "scientific": "%.0e",
+        }.get(self.kind)
+
+
+@dataclass(frozen=True)
+class Display:
+    """A table ready to show: readable headers, values rounded as shown, formats per header.
+
+    ``frame`` is also what the CSV download holds, so the file says what the screen says
+    (percent columns are in percent there too, their header says so).
+    """
+
+    frame: pd.DataFrame
+    formats: dict[str, str]
+    helps: dict[str, str]
+
+
+def display(frame: pd.DataFrame, columns: Mapping[str, Column]) -> Display:
+    """The listed columns of ``frame`` in the listed order, renamed and rounded (absent ones skipped)."""
+    out, formats, helps = {}, {}, {}
+    for name, column in columns.items():
+        if name not in frame:
+            continue
+        values = frame[name]
+        if column.kind == "percent":
+            values = (pd.to_numeric(values, errors="coerce") * 100).round(column.decimals)
+        elif column.kind == "number":
+            values = pd.to_numeric(values, errors="coerce").round(column.decimals)
+        elif column.kind == "integer":
+            values = pd.to_numeric(values, errors="coerce").round(0).astype("Int64")
+        title = f"{column.title} (%)" if column.kind == "percent" else column.title
+        out[title] = values.to_numpy() if column.kind != "integer" else values
+        if column.format():
+            formats[title] = column.format()
+        if column.help:
+            helps[title] = column.help
+    return Display(pd.DataFrame(out, index=frame.index).reset_index(drop=True), formats, helps)
+
+
+def lab_history_display(history: Sequence[Mapping], class_names: Sequence[str]) -> Display:
+    """The Modality lab's kept variants, numbered from 1, shares in the one percent format."""
+    frame = pd.DataFrame([{k: v for k, v in h.items() if k != "settings"} for h in history])
+    frame.insert(0, "variant", range(1, len(frame) + 1))
+    columns = {
+        "variant": Column("variant", "integer"), "case": Column("case", "text"),
+        "description": Column("what changed", "text"), "decision": Column("decision", "text"),
+        "confidence": Column("confidence", "percent"), "iterations": Column("iterations", "integer"),
+        "equilibrium_shift": Column("shift", "percent", help="||z*_variant − z*_reference|| / ||z*_reference||"),
+        **{f"P({c})": Column(f"P({c})", "percent") for c in class_names},
+    }  # fmt: skip
+    return display(frame, columns)
+
+
+MODEL_COLUMNS = {
+    "model": Column("model", "text"),
+    "accuracy": Column("accuracy", "percent", help="Share of test cases decided correctly."),
+    "macro_f1": Column("macro F1", "number", 3, "F1 score averaged over classes, so rare classes count as much as common ones."),
+    "false_alarm_rate": Column("false alarms", "percent", help="Share of good parts flagged as faulty."),
+    "miss_rate": Column("misses", "percent", help="Share of faulty parts passed as good."),
+    "latency_ms": Column("latency ms", "number", 1, "Median time to decide one case on this machine."),
+    "iterations_mean": Column("iterations", "number", 1, "Mean solver steps per case; feed-forward models have none."),
+    "iterations_p95": Column("p95 iter.", "integer", help="95% of cases need at most this many solver steps."),
+    "converged_fraction": Column("converged", "percent", help="Share of cases whose solve met its tolerance."),
+}
+
+# The solver, residual mode and iteration limit are the settings above the table, the same on every row.
+SWEEP_COLUMNS = {
+    "tolerance": Column("tolerance", "scientific", help="The solver stops once the residual falls below this."),
+    "recommended": Column("recommended", "bool", help="The loosest tolerance with no flipped decision."),
+    "accuracy": Column("accuracy", "percent"),
+    "flips": Column("flips", "integer", help="Decisions that differ from a very tight solve."),
+    "flip_rate": Column("flipped", "percent", help="Flips as a share of the test cases."),
+    "iterations_mean": Column("iterations", "number", 1, "Mean solver steps per case."),
+    "iterations_p95": Column("p95 iter.", "integer", help="95% of cases need at most this many."),
+    "converged_fraction": Column("converged", "percent", help="Share of cases whose solve met the tolerance."),
+    "latency_ms": Column("latency ms", "number", 1, "Median single-case time on this machine."),
+}
+
+COMPUTE_COLUMNS = {
+    "f_evaluations": Column("f evaluations", "integer", help="Evaluations of the fusion step each model may use per case."),
+    "deq_accuracy": Column("DEQ accuracy", "percent"),
+    "weight_tied_accuracy": Column("weight-tied accuracy", "percent"),
+    "deq_evaluations_used": Column("DEQ steps used", "number", 1, "The DEQ stops once it has settled, so it may use fewer."),
+    "deq_relative_residual": Column("DEQ residual", "scientific"),
+    "weight_tied_relative_residual": Column("weight-tied residual", "scientific"),
+}
+
+# Eight columns fit beside the sidebar at 1280 px; the CSV of every setting (the rows table) has the rest.
+ROBUSTNESS_SUMMARY_COLUMNS = {
+    "model": Column("model", "text"),
+    "modality": Column("input", "text"),
+    "clean_accuracy": Column("clean", "percent", help="Accuracy on the untouched cases."),
+    "worst_accuracy": Column("worst", "percent", help="Lowest accuracy at any severity."),
+    "retained_accuracy": Column("retained", "percent", help="Area under accuracy vs severity divided by clean accuracy: the share of accuracy kept."),
+    "effective_robustness": Column("vs late fusion", "number", 3, "Accuracy above late fusion's curve shifted to this model's clean accuracy, summed over severities."),
+    "effective_robustness_fit": Column("vs trend", "number", 3, "Accuracy above the line fitted through all models' clean vs damaged accuracy (Taori et al.)."),
+    "iterations_mean": Column("iterations", "number", 1, "Mean solver steps per case."),
+}
+
+ROBUSTNESS_ROW_COLUMNS = {
+    "model": Column("model", "text"),
+    "modality": Column("input", "text"),
+    "corruption": Column("damage", "text"),
+    "severity": Column("severity", "number", 2),
+    "accuracy": Column("accuracy", "percent"),
+    "iterations_mean": Column("iterations", "number", 1),
+    "equilibrium_shift": Column("shift", "percent", help="How far the decided-from state moves from the clean one, relative."),
+}
+
+STABILITY_COLUMNS = {
+    "case": Column("case", "text"),
+    "spectral_radius": Column("spectral radius", "number", 3),
+    "iterations": Column("iterations", "integer"),
+    "contraction_rate": Column("solver rate", "number", 3, help="Observed shrink of the residual per step."),
+    "unique": Column("unique", "bool", help="All starts reached the same equilibrium."),
+    "equilibria": Column("equilibria", "integer"),
+    "wrong": Column("wrong", "bool", help="The decision is wrong."),
+}
+
+
 # --------------------------------------------------------------------------- evaluation and cost
 
 
@@ -136,8 +309,8 @@ def robustness_grades(summary: pd.DataFrame, model: str) -> pd.DataFrame:
                 "worst_accuracy": row.worst_accuracy,
                 "retained_accuracy": row.retained_accuracy,
                 "sentence": (
-                    f"When the {row.modality} input is degraded, the model keeps {row.retained_accuracy:.0%} of its "
-                    f"accuracy on average ({words}); at worst it falls to {row.worst_accuracy:.0%}."
+                    f"When the {row.modality} input is degraded, the model keeps {row.retained_accuracy:.1%} of its "
+                    f"accuracy on average ({words}); at worst it falls to {row.worst_accuracy:.1%}."
                 ),
             }
         )
@@ -202,7 +375,56 @@ def filter_cases(
 def case_label(row) -> str:
     """How a case reads in a menu: id, truth, decision and confidence."""
     mark = "✓" if row["correct"] else "✗"
-    return f"{row['case']} · {row['label']} → {row['predicted']} {mark} ({row['confidence']:.0%})"
+    return f"{row['case']} · {row['label']} → {row['predicted']} {mark} ({row['confidence']:.1%})"
+
+
+# --------------------------------------------------------------------------- attributions as shown
+
+NOTABLE_SHARE = 0.1  # an input whose largest |attribution| is under this share of the case's largest is "not notable"
+
+
+def shown_maps(maps: Sequence, kinds: Sequence[str]) -> list[np.ndarray]:
+    """Each input's attribution as the Inspect page draws it: a picture summed over its colour channels."""
+    out = []
+    for attribution_map, kind in zip(maps, kinds):
+        values = np.asarray(attribution_map, dtype=float)
+        out.append(values.sum(axis=0) if kind == "image" and values.ndim == 3 else values)
+    return out
+
+
+def evidence_notes(maps: Sequence[np.ndarray], names: Sequence[str], share: float = NOTABLE_SHARE) -> dict[str, str]:
+    """A sentence for each input that carries no notable evidence for the explained class, by input name.
+
+    Judged against the case's largest |attribution| over every input, the scale every map is drawn on:
+    a clean photo's 0.02 beside a sensor reading's 0.4 is noise, not a finding.
+    """
+    largest = [float(np.nanmax(np.abs(m))) if np.asarray(m).size else 0.0 for m in maps]
+    top = max(largest, default=0.0)
+    notes = {}
+    for name, value in zip(names, largest):
+        if top > 0 and value < share * top:
+            notes[name] = (f"{name} carries no notable evidence here: its largest attribution, {value:.2g}, is "
+                           f"{value / top:.0%} of the case's largest ({top:.2g}); the colours are on the case's scale.")
+        elif top == 0:
+            notes[name] = f"{name} carries no evidence here: every attribution is zero."
+    return notes
+
+
+ABSENT_INPUT = ("A switched-off (missing) input is replaced by its training average, not by nothing: the gate still "
+                "weighs that average, so a missing input keeps a share of the fused state.")
+
+
+def absent_share_note(names: Sequence[str], shares: Sequence[float], off: Sequence[str]) -> str | None:
+    """What a switched-off input's gate share means, in words, or None when every input is on."""
+    off = [n for n in names if n in set(off)]
+    if not off:
+        return None
+    share = dict(zip(names, np.asarray(shares, dtype=float)))
+    parts = ", ".join(f"{n} {percent(share[n])}" for n in off)
+    verb = "is" if len(off) == 1 else "are"
+    return (f"{', '.join(off)} {verb} switched off, yet keeps a gate share ({parts}): an absent input is replaced by "
+            "its training average, and the gate weighs that average like any input. The share says how much of the "
+            "fused state rests on the average, not on evidence from this case.")
 
 
 # --------------------------------------------------------------------------- trajectories

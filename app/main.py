@@ -137,6 +137,10 @@ def choose_dataset() -> None:
     st.sidebar.caption(f"Cases from **{folder.name}**, models from `{resources.models_root()}`")
 
 
+# A wider sidebar: at Streamlit's 300 px "handwritten-weight_tied" was cut to "handwritten-weight_tiec"
+# in the model box (the browser tour measures the longest name against the box).
+SIDEBAR_CSS = '<style>section[data-testid="stSidebar"]{width:344px !important;min-width:344px !important}</style>'
+st.html(SIDEBAR_CSS)
 with st.sidebar:
     st.markdown("### DEQ Fusion Lens")
 choose_dataset()

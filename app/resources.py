@@ -344,6 +344,24 @@ def wait_for(job: Job, what: str) -> object | None:
     return job.value
 
 
+def poll_in_background(job: Job, what: str, every_s: float = 1.0) -> None:
+    """A progress bar for ``job`` that updates itself while the rest of the page stays usable.
+
+    Unlike ``wait_for`` the script does not wait: a fragment reruns on its own every ``every_s``
+    seconds, redraws the bar, and reruns the whole page once the job is done, so its result
+    replaces what the page showed meanwhile.
+    """
+
+    @st.fragment(run_every=every_s)
+    def poll() -> None:
+        if job.done:
+            st.rerun()
+        st.progress(job.fraction, text=f"{what}: {job.message} ({job.elapsed:.0f} s). The page stays usable; "
+                    "the result replaces what is shown when it lands.")  # fmt: skip
+
+    poll()
+
+
 def cache_dir() -> Path:
     """The app's own results (reports it wrote, evaluations): under the cache root, never the source tree."""
     return cache_root() / "app"
@@ -448,6 +466,12 @@ def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
         lenses = {name: background_lens(e) for name, e in named.items()}
         runs = len(lenses) * (1 + sum(len(v) for v in _corruption_kinds(data).values()) * (len(severities) - 1))
         report(0.05, f"{runs} runs over {len(data)} cases (models whose results are cached on disk are read)")
+        # One model at a time first, so the bar can say how far it is: each model's rows land in the
+        # sweep's disk cache, and the joint call at the end reads them back (and compares the models).
+        for k, (name, one) in enumerate(lenses.items()):
+            report(0.05 + 0.9 * k / len(lenses), f"model {k + 1} of {len(lenses)} ({name}); {runs} runs in all")
+            one.robustness(None, data, severities, cache_dir=robustness_cache_dir())
+        report(0.97, "comparing the models")
         main, *others = lenses
         return lenses[main].robustness({n: lenses[n] for n in others}, data, severities, cache_dir=robustness_cache_dir())
 

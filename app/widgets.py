@@ -29,6 +29,23 @@ def table_with_download(frame: pd.DataFrame, key: str, file_name: str, column_co
     )  # fmt: skip
 
 
+def show_table(table, key: str, file_name: str, height: int | str = "auto") -> None:
+    """An ``app.frames.Display`` (readable headers, rounded values) and its CSV download.
+
+    Each number column gets its printf format and help, so every page shows shares the same way ("96.0%").
+    """
+    # On screen the cells say "96.0%", so the header drops the CSV's "(%)"; number columns are narrow so
+    # a table of nine columns fits beside the sidebar at 1280 px.
+    config = {
+        title: st.column_config.NumberColumn(title.removesuffix(" (%)"), format=table.formats[title],
+                                             help=table.helps.get(title), width="small")
+        for title in table.formats
+    }
+    for title, text in table.helps.items():
+        config.setdefault(title, st.column_config.Column(title, help=text))
+    table_with_download(table.frame, key, file_name, column_config=config, height=height)
+
+
 def chart(figure, key: str) -> None:
     st.plotly_chart(figure, key=key, config={"displaylogo": False})
 

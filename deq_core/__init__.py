@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "ModalityShapley": _EXPLAIN, "Reliability": _EXPLAIN, "RobustnessReport": _EXPLAIN,
     "apply_corruptions": (_EXPLAIN, "apply"), "available_corruptions": _EXPLAIN, "corrupt": ("deq_core.explain.corrupt", "corrupt"),
     "describe_corruption": _EXPLAIN, "explain_case": _EXPLAIN, "integrated_gradients": _EXPLAIN,
-    "modality_shapley": _EXPLAIN, "robustness_sweep": _EXPLAIN, "top_features": _EXPLAIN,
+    "modality_shapley": _EXPLAIN, "robustness_sweep": _EXPLAIN, "top_features": _EXPLAIN, "feature_names": _EXPLAIN,
     # evaluation
     "compare_predictions": "deq_core.evaluate",
     # decision reports and the audit log

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -19,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix, f1_score
 
 from deq_core.engine.checkpoint import ModelLoadError, load_model
 from deq_core.engine.config import SolverSettings
@@ -152,6 +151,8 @@ def single_case_latency_ms(model: FusionModel, data: MultimodalDataset, cases: i
 def evaluate(
     model: FusionModel, data: MultimodalDataset, name: str = "", solver: SolverSettings | None = None
 ) -> tuple[Evaluation, Predictions]:
+    from sklearn.metrics import confusion_matrix, f1_score  # here: the app's first page reads evaluations without it
+
     p = predict(model, data, solver)
     classes = list(model.config.class_names)
     normal = model.config.normal_class
@@ -218,6 +219,19 @@ class PairedComparison:
         return dataclasses.asdict(self)
 
 
+def mcnemar_exact(k: int, n: int) -> float:
+    """Two-sided exact binomial p of ``k`` of ``n`` discordant cases under p = 1/2 (McNemar's exact test).
+
+    The same number as ``scipy.stats.binomtest(k, n, 0.5).pvalue`` (symmetric null: twice the
+    smaller tail), computed here so the app's first page does not import SciPy for it.
+    """
+    if n == 0:
+        return 1.0
+    k = min(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def compare_predictions(model: Predictions, other: Predictions, name: str = "", other_name: str = "") -> PairedComparison:
     """Paired comparison of two models' predictions on the same cases (see ``PairedComparison``)."""
     if model.ids != other.ids:
@@ -228,7 +242,7 @@ def compare_predictions(model: Predictions, other: Predictions, name: str = "", 
     a, b = model.correct, other.correct
     only_model, only_other = int((a & ~b).sum()), int((~a & b).sum())
     discordant = only_model + only_other
-    p_value = binomtest(min(only_model, only_other), discordant, 0.5).pvalue if discordant else 1.0
+    p_value = mcnemar_exact(min(only_model, only_other), discordant)
     return PairedComparison(
         model=name, other=other_name, n=len(a), both_right=int((a & b).sum()), only_model=only_model,
         only_other=only_other, both_wrong=int((~a & ~b).sum()), p_value=float(min(1.0, p_value)),

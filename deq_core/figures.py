@@ -63,12 +63,13 @@ def baseline_comparison(table: pd.DataFrame) -> go.Figure:
             x=[label for _, label in measures],
             y=[np.nan if v is None else v for v in values],
             marker_color=ARCHITECTURE_COLOURS.get(row.architecture, _colour(0)),
-            text=[None if v is None or v != v else f"{v:.0%}" for v in values],
+            text=[None if v is None or v != v else f"{v:.1%}" for v in values],
             textposition="outside",
+            textangle=-90,  # "96.0%" side by side overlapped in groups of four bars
             cliponaxis=False,
         )
     fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
+    fig.update_yaxes(range=[0, 1.28], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0], tickformat=".0%")
     return _layout(fig, 320)
 
 
@@ -113,8 +114,14 @@ def monthly_cost(table: pd.DataFrame, currency: str = "€") -> go.Figure:
 # --------------------------------------------------------------------------- a case's inputs
 
 
-def picture(pixels: np.ndarray, title: str = "", overlay: np.ndarray | None = None, height: int = 300) -> go.Figure:
-    """A grayscale picture ``(h, w)``; with ``overlay`` ``(h, w)`` a diverging attribution map on top."""
+def picture(pixels: np.ndarray, title: str = "", overlay: np.ndarray | None = None, height: int = 300,
+            bound: float | None = None) -> go.Figure:
+    """A grayscale picture ``(h, w)``; with ``overlay`` ``(h, w)`` a diverging attribution map on top.
+
+    ``bound``: the attribution that gets the full colour. Default: the overlay's own largest |value|, which
+    makes noise of 0.02 look as strong as evidence of 0.4 elsewhere; pass the case's largest over every
+    input (``attribution_bound``) so a picture that carries little evidence looks faint.
+    """
     pixels = np.asarray(pixels, dtype=float)
     # A photo in [0, 1] keeps its true brightness; other pictures (digit pixels 0-6) are stretched.
     unit = pixels.size and pixels.min() >= 0 and pixels.max() <= 1
@@ -122,7 +129,7 @@ def picture(pixels: np.ndarray, title: str = "", overlay: np.ndarray | None = No
                                hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"))  # fmt: skip
     if overlay is not None:
         overlay = np.asarray(overlay, dtype=float)
-        bound = float(np.abs(overlay).max()) or 1.0
+        bound = bound or float(np.abs(overlay).max()) or 1.0
         fig.add_trace(
             go.Heatmap(
                 z=overlay, colorscale=OVERLAY_SCALE, zmin=-bound, zmax=bound, opacity=1.0,
@@ -135,13 +142,21 @@ def picture(pixels: np.ndarray, title: str = "", overlay: np.ndarray | None = No
     return _layout(fig, height, title, legend=False)
 
 
-def sensor_traces(series: np.ndarray, channels: Sequence[str], attribution: np.ndarray | None = None, height: int = 320) -> go.Figure:
-    """One panel per channel of ``series`` ``(C, T)``; with ``attribution`` ``(C, T)`` the points are coloured by it."""
+def sensor_traces(series: np.ndarray, channels: Sequence[str], attribution: np.ndarray | None = None, height: int = 320,
+                  bound: float | None = None) -> go.Figure:
+    """One panel per channel of ``series`` ``(C, T)``; with ``attribution`` ``(C, T)`` the points are coloured by it.
+
+    ``bound``: the attribution that gets the full colour (default: this series' largest |attribution|); pass the
+    case's largest over every input so colours compare across inputs. Each panel is named above it and
+    carries two y ticks: rotated titles and three ticks per 60-pixel panel overlapped.
+    """
     series = np.asarray(series, dtype=float)
     n, steps = series.shape
     names = list(channels) or [f"channel {i}" for i in range(n)]
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.05)
-    bound = (float(np.abs(attribution).max()) or 1.0) if attribution is not None else 1.0
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.12 if n > 1 else 0.0)
+    if attribution is not None and bound is None:
+        bound = float(np.abs(attribution).max()) or 1.0
+    bound = bound or 1.0
     for i in range(n):
         fig.add_scatter(x=np.arange(steps), y=series[i], mode="lines", line=dict(color="#1c2b36", width=1),
                         showlegend=False, row=i + 1, col=1, hovertemplate="t=%{x}: %{y:.3f}<extra></extra>")  # fmt: skip
@@ -153,9 +168,23 @@ def sensor_traces(series: np.ndarray, channels: Sequence[str], attribution: np.n
                             colorbar=dict(title="attribution", thickness=10, len=0.8)),
                 hovertemplate="t=%{x}: attribution %{marker.color:.2e}<extra></extra>",
             )  # fmt: skip
-        fig.update_yaxes(title_text=names[i].replace("_", " "), title_font_size=11, nticks=3, row=i + 1, col=1)
+        fig.update_yaxes(tickvals=_two_ticks(series[i]), tickformat=".3~g", tickfont_size=10, row=i + 1, col=1)
+        fig.add_annotation(text=names[i].replace("_", " "), x=0, xref=f"x{i + 1 if i else ''} domain", xanchor="left",
+                           y=1, yref=f"y{i + 1 if i else ''} domain", yanchor="bottom", showarrow=False,
+                           font=dict(size=11, color="#4b5563"))  # fmt: skip
     fig.update_xaxes(title_text="time step", row=n, col=1)
     return _layout(fig, height, legend=False)
+
+
+def _two_ticks(values: np.ndarray) -> list[float]:
+    """Two round y ticks inside a series' range (a quarter and three quarters up), distinct when it is flat."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    if not np.isfinite(lo) or hi - lo < 1e-12:
+        return [round(lo, 6)] if np.isfinite(lo) else []
+    span = hi - lo
+    digits = max(int(-np.floor(np.log10(span / 2))), 0) + 0
+    ticks = sorted({round(lo + span / 4, digits), round(hi - span / 4, digits)})
+    return ticks
 
 
 def vector_bars(values: np.ndarray, feature_names: Sequence[str] = (), title: str = "", height: int = 220) -> go.Figure:
@@ -177,7 +206,7 @@ def probabilities(class_names: Sequence[str], values: np.ndarray, truth: str | N
     fig = go.Figure(
         go.Bar(
             y=list(class_names), x=values, orientation="h", marker=dict(color=colours, line=dict(color="#1c2b36", width=lines)),
-            text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
+            text=[f"{v:.1%}" for v in values], textposition="outside", cliponaxis=False,
         )
     )  # fmt: skip
     fig.update_xaxes(range=[0, 1.15], tickformat=".0%")
@@ -185,12 +214,15 @@ def probabilities(class_names: Sequence[str], values: np.ndarray, truth: str | N
     return _layout(fig, height, title, legend=False)
 
 
-def token_html(tokens: Sequence[str], scores: Sequence[float] | None = None) -> str:
-    """The note's words as HTML spans, red for evidence for the decision, blue against (escaped)."""
+def token_html(tokens: Sequence[str], scores: Sequence[float] | None = None, bound: float | None = None) -> str:
+    """The note's words as HTML spans, red for evidence for the decision, blue against (escaped).
+
+    ``bound``: the score that gets the full colour (default: the note's own largest |score|).
+    """
     if scores is None:
         return " ".join(html.escape(t) for t in tokens)
     scores = np.asarray(scores, dtype=float)
-    bound = float(np.abs(scores).max()) or 1.0
+    bound = bound or (float(np.abs(scores).max()) if scores.size else 0.0) or 1.0
     spans = []
     for token, score in zip(tokens, scores):
         strength = min(abs(score) / bound, 1.0)
@@ -215,8 +247,11 @@ def residuals(frames: Sequence[pd.DataFrame], tolerance: float, stop_mode: str =
         colour = [PALETTE[0], VARIANT_COLOUR, REFERENCE_COLOUR][i % 3]
         fig.add_scatter(x=frame["iteration"], y=frame[column].clip(lower=1e-12), mode="lines+markers", name=name,
                         line=dict(color=colour), marker=dict(size=4))  # fmt: skip
-    fig.add_hline(y=tolerance, line=dict(color="#d94a57", dash="dash"), annotation_text=f"tolerance {tolerance:g}",
-                  annotation_position="bottom left")  # fmt: skip
+    fig.add_hline(y=tolerance, line=dict(color="#d94a57", dash="dash"))
+    # Placed by hand: plotly puts an hline's own annotation at the raw value on a log axis (1e-4 read as
+    # the exponent 1e-4, i.e. about 1), which drew the label at the top, far from its line.
+    fig.add_annotation(text=f"tolerance {tolerance:g}", x=1, xref="x domain", xanchor="right", y=float(np.log10(tolerance)),
+                       yref="y", yanchor="top", showarrow=False, font=dict(size=11, color="#d94a57"))  # fmt: skip
     fig.update_yaxes(type="log", title=f"{'relative' if stop_mode == 'rel' else 'absolute'} residual", exponentformat="power")
     fig.update_xaxes(title="iteration")
     return _layout(fig, height, title)
@@ -228,8 +263,13 @@ def probability_path(frame: pd.DataFrame, lock_in: int | None, height: int = 280
     for i, (name, group) in enumerate(frame.groupby("class", sort=False)):
         fig.add_scatter(x=group["iteration"], y=group["probability"], mode="lines", name=str(name), line=dict(color=_colour(i)))
     if lock_in is not None:
-        fig.add_vline(x=lock_in, line=dict(color="#1c2b36", dash="dot"), annotation_text=f"locked in at {lock_in}",
-                      annotation_position="top right")  # fmt: skip
+        fig.add_vline(x=lock_in, line=dict(color="#1c2b36", dash="dot"))
+        # Inside the plot, half-way up, on the side with room: at the top it sat on the axis and the legend.
+        last = float(frame["iteration"].max()) if len(frame) else 0.0
+        right = lock_in <= last / 2
+        fig.add_annotation(text=f"locked in at {lock_in}", x=lock_in, xref="x", y=0.5, yref="y", showarrow=False,
+                           xanchor="left" if right else "right", xshift=4 if right else -4,
+                           bgcolor="rgba(255,255,255,0.85)", font=dict(size=11, color="#1c2b36"))  # fmt: skip
     fig.update_yaxes(range=[0, 1], tickformat=".0%", title="probability")
     fig.update_xaxes(title="iteration")
     return _layout(fig, height, title)
@@ -274,8 +314,8 @@ def fused_path(path: pd.DataFrame, explained: Sequence[float], upto: int | None 
     fig.add_scatter(x=[shown["pc1"].iloc[-1]], y=[shown["pc2"].iloc[-1]], mode="markers", name=f"iteration {upto}",
                     marker=dict(size=14, color=VARIANT_COLOUR, line=dict(color="#1c2b36", width=1)))  # fmt: skip
     e1, e2 = (list(explained) + [0, 0])[:2]
-    fig.update_xaxes(title=f"direction 1 ({e1:.0%} of the movement)", zeroline=False)
-    fig.update_yaxes(title=f"direction 2 ({e2:.0%})", zeroline=False)
+    fig.update_xaxes(title=f"direction 1 ({e1:.1%} of the movement)", zeroline=False)
+    fig.update_yaxes(title=f"direction 2 ({e2:.1%})", zeroline=False)
     return _layout(fig, height)
 
 
@@ -297,27 +337,52 @@ def shapley(modalities: Sequence[str], values: Sequence[float], interactions: np
     if interactions is not None:
         matrix = np.asarray(interactions, dtype=float)
         bound = float(np.nanmax(np.abs(matrix))) or 1.0
-        fig.add_heatmap(z=matrix, x=list(modalities), y=list(modalities), colorscale=DIVERGING, zmin=-bound, zmax=bound,
-                        text=np.vectorize(lambda v: "" if v != v else f"{v:+.2f}")(matrix), texttemplate="%{text}",
+        # Numbers only where they can be read: up to 4 inputs, 2 decimals; 6 handwritten views get 1 decimal
+        # in small type, and the cell value on hover always.
+        n = len(modalities)
+        text_size = 12 if n <= 4 else 9 if n <= 6 else 0
+        decimals = 2 if n <= 4 else 1
+        text = np.vectorize(lambda v: "" if v != v or n > 6 else f"{v:+.{decimals}f}")(matrix)
+        short = [_short(m) for m in modalities]
+        fig.add_heatmap(z=matrix, x=short, y=short, colorscale=DIVERGING, zmin=-bound, zmax=bound,
+                        text=text, texttemplate="%{text}" if text_size else None, textfont=dict(size=max(text_size, 1)),
+                        customdata=np.array([[f"{a} × {b}".replace("_", " ") for b in modalities] for a in modalities]),
+                        hovertemplate="%{customdata}: %{z:+.3f}<extra></extra>",
                         colorbar=dict(thickness=10, len=0.8), row=1, col=2)  # fmt: skip
+        fig.update_xaxes(tickangle=-45 if n > 4 else 0, tickfont_size=10, row=1, col=2)
         fig.update_yaxes(autorange="reversed", row=1, col=2)
     fig.update_annotations(font_size=12)
     return _layout(fig, height, title, legend=False)
 
 
-def top_features(names: Sequence[str], scores: Sequence[float], title: str = "", height: int = 260) -> go.Figure:
-    """The largest attributions of a vector modality, strongest on top."""
+def _short(name: str, limit: int = 8) -> str:
+    """A modality name short enough for a heatmap axis ("karhunen_loeve" -> "karhunen…")."""
+    name = name.replace("_", " ")
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def attribution_bound(maps: Sequence[np.ndarray]) -> float:
+    """The case's largest |attribution| over every input: one colour scale for all of its maps."""
+    values = [float(np.nanmax(np.abs(np.asarray(m, dtype=float)))) for m in maps if np.asarray(m).size]
+    return max(values, default=0.0) or 1.0
+
+
+def top_features(names: Sequence[str], scores: Sequence[float], title: str = "", height: int = 260,
+                 bound: float | None = None) -> go.Figure:
+    """The largest attributions of a vector modality, strongest on top; ``bound`` fixes the axis at +-bound."""
     scores = np.asarray(scores, dtype=float)
     colours = ["#b2182b" if v > 0 else "#2166ac" for v in scores]
     fig = go.Figure(go.Bar(x=scores, y=list(names), orientation="h", marker_color=colours))
     fig.update_yaxes(autorange="reversed")
+    if bound:
+        fig.update_xaxes(range=[-1.05 * bound, 1.05 * bound])
     return _layout(fig, height, title, legend=False)
 
 
 def gate_share_bars(modalities: Sequence[str], share: Sequence[float], height: int = 200) -> go.Figure:
     """Final gate share per modality (the model's own weighting)."""
     fig = go.Figure(go.Bar(x=list(modalities), y=np.asarray(share, dtype=float), marker_color=[_colour(i) for i in range(len(share))],
-                           text=[f"{v:.0%}" for v in share], textposition="outside", cliponaxis=False))  # fmt: skip
+                           text=[f"{v:.1%}" for v in share], textposition="outside", cliponaxis=False))  # fmt: skip
     fig.update_yaxes(range=[0, 1.15], tickformat=".0%")
     return _layout(fig, height, legend=False)
 
@@ -368,6 +433,14 @@ def tolerance_sweep(frame: pd.DataFrame, recommended: float | None, current: flo
     return _layout(fig, height)
 
 
+def _accuracy_dtick(span: float) -> float:
+    """Tick step for an accuracy axis spanning ``span``: about four to eight ticks, never finer than 0.5 points."""
+    for step in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2):
+        if span / step <= 8:
+            return step
+    return 0.25
+
+
 def equal_compute(frame: pd.DataFrame, trained_steps: int, height: int = 320) -> go.Figure:
     """Accuracy and residual of the DEQ and the weight-tied model at equal f evaluations (``frames.compute_frame``)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "relative residual (does it settle?)"))
@@ -378,7 +451,10 @@ def equal_compute(frame: pd.DataFrame, trained_steps: int, height: int = 320) ->
                         name=name, line=dict(color=colour), legendgroup=name, showlegend=False, row=1, col=2)  # fmt: skip
     for col in (1, 2):
         fig.add_vline(x=trained_steps, line=dict(color="#6b7280", dash="dot"), row=1, col=col)
-    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    # ".0%" rounded 96.2% and 95.8% both to "96%": ticks every point (or more), one decimal.
+    accuracies = frame[["deq_accuracy", "weight_tied_accuracy"]].to_numpy(dtype=float)
+    span = float(np.nanmax(accuracies) - np.nanmin(accuracies)) if accuracies.size else 1.0
+    fig.update_yaxes(tickformat=".1%", dtick=_accuracy_dtick(span), row=1, col=1)
     fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
     fig.update_xaxes(title="f evaluations per case")
     fig.update_annotations(font_size=12)

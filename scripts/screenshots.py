@@ -149,10 +149,13 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     seen["seconds_server_start"] = launch_seconds
     seen["seconds_to_interactive"] = launch_seconds + time.perf_counter() - start
     wait_charts(page, 3)
+    seen["seconds_to_first_charts"] = launch_seconds + time.perf_counter() - start
     wait_idle(page)
     seen["seconds_to_overview_complete"] = launch_seconds + time.perf_counter() - start
     seen["overview_grades"] = page.locator('[data-testid="stMetricLabel"]').filter(has_text="affected").count()
     seen["overview_saving"] = metric(page, "Monthly saving")
+    seen["model_box_fits"] = model_box_fits(page)
+    seen["clipped_tables"] = {"overview": clipped_tables(page)}
     shoot(page, out, "overview", seen)
 
     # Inspect: pick the second case in the list.
@@ -178,6 +181,17 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     seen["seconds_replay"] = until(page, lambda: caption.inner_text().startswith("At iteration 0"))
     wait_idle(page)
     seen["inspect_replay_caption"] = caption.inner_text()
+    # Explain another class: until the contribution chart names it.
+    target = page.locator('[data-testid="stSelectbox"]').filter(has_text="Explain the class")
+    explained = selected(target)
+    target.get_by_role("button", name="Open").click()
+    page.get_by_role("option").filter(has_not_text=explained).first.click()
+    clicked = time.perf_counter()
+    heading = page.get_by_text("contribution to P(").first
+    until(page, lambda: f"P({explained})" not in heading.inner_text())
+    wait_idle(page, started=True)
+    seen["seconds_explain_other_class"] = time.perf_counter() - clicked
+    seen["inspect_explained_before"], seen["inspect_explained_after"] = explained, selected(target)
     shoot(page, out, "inspect", seen)
 
     # Lab: switch the first input off.
@@ -207,13 +221,58 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     seen["seconds_tolerance_test_set"] = seen["seconds_tolerance_case"] + time.perf_counter() - start
     wait_charts(page, 3)
     seen["tuning_iterations_after"] = metric(page, "Iterations")
+    seen["clipped_tables"]["tuning"] = clipped_tables(page)
     shoot(page, out, "tuning", seen)
 
     go_to(page, "Robustness")
     wait_charts(page, 1)
     seen["robustness_tables"] = page.locator('[data-testid="stDataFrame"]').count()
+    seen["clipped_tables"]["robustness"] = clipped_tables(page)
     shoot(page, out, "robustness", seen)
+    seen["timings"] = timings(seen)
     return seen
+
+
+# The issue-23 speed targets: what each is, the measured key, the bound in seconds.
+TARGETS = (
+    ("first page with its charts, from the server's launch", "seconds_to_first_charts", 5.0),
+    ("pick a case (its decision shown)", "seconds_new_case_decision", 0.5),
+    ("explain another class", "seconds_explain_other_class", 0.5),
+    ("a lab switch", "seconds_lab_switch", 0.5),
+    ("a tolerance change (the case)", "seconds_tolerance_case", 0.5),
+)
+
+
+def timings(seen: dict) -> list[str]:
+    """One line per speed target: measured seconds, the bound, met or not."""
+    lines = []
+    for what, key, bound in TARGETS:
+        value = seen.get(key)
+        verdict = "n/a" if value is None else ("met" if value <= bound else "NOT met")
+        lines.append(f"{what}: {value:.2f} s (target <= {bound:g} s, {verdict})" if value is not None else f"{what}: n/a")
+    return lines
+
+
+def clipped_tables(page) -> int:
+    """Tables on the page whose columns do not fit their width (a horizontal scrollbar: clipped on the right)."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller')]
+        .filter(el => el.scrollWidth > el.clientWidth + 1).length""")
+
+
+def model_box_fits(page) -> bool:
+    """Whether the longest model name fits the sidebar's model box (measured in the box's own font)."""
+    return page.evaluate("""() => {
+        const box = [...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stSelectbox"]')][0];
+        if (!box) return false;
+        const input = box.querySelector('input');
+        const names = [...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stSelectbox"] input')]
+            .map(i => i.value);
+        const style = getComputedStyle(input);
+        const ctx = document.createElement('canvas').getContext('2d');
+        ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+        const longest = Math.max(ctx.measureText('handwritten-weight_tied').width, ...names.map(n => ctx.measureText(n).width));
+        return longest <= input.clientWidth;
+    }""")
 
 
 def shoot(page, out: Path, name: str, seen: dict) -> None:
@@ -266,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             browser.close()
     print(json.dumps(seen, indent=2))
+    print("\n".join(["App timings (issue 23 targets):", *seen["timings"]]))
     return 0
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 from app import frames, plots, resources
 from app.report_panel import report_panel
 from app.widgets import UPLOAD_LIMIT_MB, chart, upload_size_problem
-from deq_core import BASELINES, DEFAULT_STEPS, Case, MissingInputs, ReportSettings, UploadError, token_strings, top_features
+from deq_core import BASELINES, DEFAULT_STEPS, Case, MissingInputs, ReportSettings, UploadError, feature_names, token_strings, top_features
 
 LOW_CONFIDENCE = 0.6  # below this the decision is called unsure
 SLOW_QUANTILE = 0.9  # "slow" = among the 10% of cases that needed most iterations
@@ -136,12 +136,12 @@ with left:
         tabs = st.tabs([m.name for _, m in vectors])
         for tab, (i, m) in zip(tabs, vectors):
             with tab:
-                chart(plots.vector_bars(np.asarray(case.inputs[i][0]), m.feature_names, height=200), f"insp_input_{m.name}")
+                chart(plots.vector_bars(np.asarray(case.inputs[i][0]), feature_names(m), height=200), f"insp_input_{m.name}")
 with right:
     st.subheader("The decision")
     confidence = float(solved.probabilities[predicted])
     verdict = "" if truth is None else (" ✓ correct" if config.class_names[predicted] == truth else f" ✗ wrong (truth: {truth})")
-    st.markdown(f"#### {config.class_names[predicted]} · {confidence:.0%}{verdict}")
+    st.markdown(f"#### {config.class_names[predicted]} · {confidence:.1%}{verdict}")
     chart(plots.probabilities(config.class_names, solved.probabilities, truth, height=230), "insp_probabilities")
     if trajectory.converged:
         st.success(f"The equilibrium settled in {trajectory.iterations} iterations.", icon=":material/check_circle:")
@@ -187,7 +187,7 @@ def replay() -> None:
         step_probabilities = np.asarray(trajectory.probabilities[upto])
         st.caption(
             f"At iteration {upto} the model would say **{config.class_names[int(step_probabilities.argmax())]}** "
-            f"({step_probabilities.max():.0%}); relative residual {float(trajectory.relative_residuals[upto]):.1e}."
+            f"({step_probabilities.max():.1%}); relative residual {float(trajectory.relative_residuals[upto]):.1e}."
         )
     with d:
         chart(plots.fused_path(path.frame(), path.explained, upto, height=300), "insp_path")
@@ -218,7 +218,8 @@ with e:
                 "Interactions: more than the sum of two inputs alone (red) or less (blue).")  # fmt: skip
     chart(plots.shapley(shapley.modality_names, np.asarray(shapley.values), np.asarray(shapley.interactions), height=280), "insp_shapley")
 with f:
-    st.markdown("**The model's own weighting at the equilibrium**", help="Gate share of each input in the final fused state.")
+    st.markdown("**The model's own weighting at the equilibrium**", help="Gate share of each input in the final fused "
+                "state. " + frames.ABSENT_INPUT)  # fmt: skip
     if trajectory.has_gates:
         final_share = np.asarray(trajectory.gate_share()[-1])
         chart(plots.gate_share_bars(config.modality_names, final_share, height=280), "insp_gate_share")
@@ -242,24 +243,33 @@ if reference is not None:
 
 maps = st.columns(2)
 slot = 0
+shown = frames.shown_maps(attribution.maps, [m.kind for m in config.modalities])
+bound = plots.attribution_bound(shown)  # one colour scale for every input of this case
+quiet = frames.evidence_notes(shown, config.modality_names)
 for i, m in enumerate(config.modalities):
     attribution_map = np.asarray(attribution.maps[i], dtype=float)
     with maps[slot % 2]:
         if m.kind == "image":
-            st.markdown(f"**{m.name}: where the evidence is**", help="Red raises the explained class, blue lowers it.")
-            chart(plots.picture(np.asarray(case.inputs[i][0]).mean(axis=0), overlay=attribution_map.sum(axis=0), height=300), f"insp_attr_{m.name}")
+            st.markdown(f"**{m.name}: where the evidence is**", help="Red raises the explained class, blue lowers it. "
+                        "Colours are on the case's scale (its largest attribution over every input). Against the "
+                        "default all-black baseline, the border pixels of a plain photo pick up a faint frame: the "
+                        "encoder pads with the training mean, so only the black baseline has an edge there "
+                        "(docs/edges.md). Compare with 'mean' to remove it.")  # fmt: skip
+            chart(plots.picture(np.asarray(case.inputs[i][0]).mean(axis=0), overlay=shown[i], height=300, bound=bound), f"insp_attr_{m.name}")
         elif m.kind == "timeseries":
             st.markdown(f"**{m.name}: when the evidence is**", help="Each reading coloured by its attribution: red for, blue against.")
-            chart(plots.sensor_traces(np.asarray(case.inputs[i][0]), m.feature_names, attribution_map, height=300), f"insp_attr_{m.name}")
+            chart(plots.sensor_traces(np.asarray(case.inputs[i][0]), m.feature_names, attribution_map, height=300, bound=bound), f"insp_attr_{m.name}")
         elif m.kind == "text":
             st.markdown(f"**{m.name}: which words count**", help="Red words support the explained class, blue words speak against it.")
             tokens = attribution.tokens[i] or ()
             keep = [k for k, t in enumerate(tokens) if t != "<pad>"]
-            st.html(plots.token_html([tokens[k] for k in keep], attribution_map[keep]))
+            st.html(plots.token_html([tokens[k] for k in keep], attribution_map[keep], bound=bound))
         else:
             st.markdown(f"**{m.name}: strongest features**")
             top = top_features(attribution, i, k=10)
-            chart(plots.top_features([s.name for s in top], [s.score for s in top], height=260), f"insp_attr_{m.name}")
+            chart(plots.top_features([s.name for s in top], [s.score for s in top], height=260, bound=bound), f"insp_attr_{m.name}")
+        if m.name in quiet:
+            st.caption(quiet[m.name])
     slot += 1
 
 # --------------------------------------------------------------------------- trust

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from app import frames, plots, resources
 from app.report_panel import report_panel
-from app.widgets import chart, table_with_download
+from app.widgets import chart, show_table
 from deq_core import CorruptionSet, ReportSettings, available_corruptions, describe_corruption, token_strings
 
 REPORT_STEPS = 16  # IG steps of a variant report: seconds on a CPU; the Inspect page offers more
@@ -24,7 +23,8 @@ st.title("Modality lab")
 st.markdown(
     f"What does the model decide for **{case.key}** when an input is missing or damaged? "
     "Switch inputs off or pick a kind of damage; the reference is the untouched case.",
-    help="A switched-off input is replaced by its training average, as if the sensor or camera were missing.",
+    help="A switched-off input is replaced by its training average, as if the sensor or camera were missing; "
+    "the gate still weighs that average, so a switched-off input keeps some gate share.",
 )
 st.page_link("pages/inspect_decision.py", label="Choose another case on the Inspect page", icon=":material/search:")
 
@@ -75,12 +75,12 @@ shift = frames.equilibrium_shift(ref_t, var_t)
 # --------------------------------------------------------------------------- side by side
 st.subheader("Reference and variant")
 summary = st.columns([1.5, 1.5, 1, 1])
-summary[0].metric("Reference decides", config.class_names[ref_class], delta=f"{reference.probabilities[ref_class]:.0%} sure",
+summary[0].metric("Reference decides", config.class_names[ref_class], delta=f"{reference.probabilities[ref_class]:.1%} sure",
                   delta_color="off", delta_arrow="off")  # fmt: skip
 changed = var_class != ref_class
 summary[1].metric(
     "Variant decides", config.class_names[var_class],
-    delta=f"{variant.probabilities[var_class]:.0%} sure · " + ("decision changed" if changed else "same decision"),
+    delta=f"{variant.probabilities[var_class]:.1%} sure · " + ("decision changed" if changed else "same decision"),
     delta_color="red" if changed else "off", delta_arrow="off",
 )  # fmt: skip
 summary[2].metric("Iterations", f"{ref_t.iterations} → {var_t.iterations}", delta=var_t.iterations - ref_t.iterations,
@@ -115,6 +115,9 @@ with right:
     if ref_t.has_gates:
         reference_share, variant_share = np.asarray(ref_t.gate_share()[-1]), np.asarray(var_t.gate_share()[-1])
         chart(plots.compare_probabilities(list(names), reference_share, variant_share, height=280), "lab_shares")
+        absent_note = frames.absent_share_note(names, variant_share, [name for name, on, _, _ in settings if not on])
+        if absent_note:
+            st.caption(absent_note)
     else:
         st.info("Not provided by this model's adapter: it has no `gates(z, features)` (docs/own-model.md).")
 
@@ -157,13 +160,7 @@ if buttons[0].button("Keep this variant", key="lab_keep", icon=":material/bookma
     })  # fmt: skip
 buttons[1].button("Reset switches", key="lab_reset", on_click=reset, icon=":material/restart_alt:")
 if history:
-    table = pd.DataFrame([{k: v for k, v in h.items() if k != "settings"} for h in history])
-    table.insert(0, "variant", range(1, len(table) + 1))
-    table_with_download(
-        table, "lab_history", f"{entry.name}-lab-variants.csv",
-        column_config={"confidence": st.column_config.NumberColumn(format="percent"),
-                       "equilibrium_shift": st.column_config.NumberColumn("shift", format="percent")},
-    )  # fmt: skip
+    show_table(frames.lab_history_display(history, config.class_names), "lab_history", f"{entry.name}-lab-variants.csv")
     pick = st.columns([3, 1.2, 2])
     number = pick[0].selectbox("Variant", list(range(1, len(history) + 1)), key="lab_restore_choice",
                                format_func=lambda n: f"#{n}: {history[n - 1]['description']} ({history[n - 1]['case']})")  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import frames, plots, resources
-from app.widgets import chart, table_with_download
+from app.widgets import chart, show_table, table_with_download
 from deq_core import compare_predictions
 
 
@@ -80,9 +80,8 @@ if len(table):
         best_name = best_other["model"].iloc[0]
         paired = compare_predictions(predictions[deq.name], predictions[best_name], deq.name, best_name)
         st.markdown(
-            f"The DEQ decides **{deq_row['accuracy'].iloc[0]:.1%}** of the test cases correctly, "
-            f"**{abs(gap) * 100:.1f} points {'more' if gap >= 0 else 'fewer'}** than the best baseline "
-            f"({best_name}, {best_other['accuracy'].iloc[0]:.1%}). "
+            f"The DEQ decides **{frames.percent(deq_row['accuracy'].iloc[0])}** of the test cases correctly, "
+            f"**{frames.against_phrase(gap)}** the best baseline ({best_name}, {frames.percent(best_other['accuracy'].iloc[0])}). "
             f"On the same cases the DEQ alone is right on {cases(paired.only_model)} and {best_name} alone "
             f"on {cases(paired.only_other)}; a paired test gives p = {paired.p_value:.2f}, {paired.verdict}.",
             help="McNemar's exact test: if neither model were better, each case only one of them gets right "
@@ -94,19 +93,8 @@ if len(table):
         chart(plots.baseline_comparison(table), "overview_comparison")
     with right:
         chart(plots.latency_iterations(table), "overview_latency")
-    table_with_download(
-        table.dropna(axis=1, how="all"), "overview_models", f"{deq.name}-comparison.csv",
-        column_config={
-            "accuracy": st.column_config.NumberColumn("accuracy", format="percent", help="Share of test cases decided correctly."),
-            "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f", help="F1 score averaged over classes, so rare classes count as much as common ones."),
-            "false_alarm_rate": st.column_config.NumberColumn("false alarms", format="percent", help="Share of good parts flagged as faulty."),
-            "miss_rate": st.column_config.NumberColumn("misses", format="percent", help="Share of faulty parts passed as good."),
-            "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.1f", help="Median time to decide one case on this machine."),
-            "iterations_mean": st.column_config.NumberColumn("iterations", format="%.1f", help="Mean solver steps per case; feed-forward models have none."),
-            "iterations_p95": st.column_config.NumberColumn("iterations p95", format="%.0f", help="95% of cases need at most this many solver steps."),
-            "converged_fraction": st.column_config.NumberColumn("converged", format="percent", help="Share of cases whose solve met its tolerance."),
-        },
-    )  # fmt: skip
+    show_table(frames.display(table.dropna(axis=1, how="all"), frames.MODEL_COLUMNS), "overview_models",
+               f"{deq.name}-comparison.csv")  # fmt: skip
 
 # The robustness sweep takes longest: its section is laid out here but filled last.
 st.subheader("Robustness at a glance")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import frames, plots, resources
-from app.widgets import chart, table_with_download
+from app.widgets import chart, show_table
 
 entry = resources.require_model()
 
@@ -25,6 +25,12 @@ detail = controls[0].segmented_control(
     help="Severities swept: 0, 0.5 and 1, or 0, 0.1, …, 1. The full sweep takes minutes on a CPU unless `python -m deq_core.robustness` has cached it.",
 )  # fmt: skip
 job, detail = resources.robustness_job(entry, detail or "auto")
+if detail == "full" and not job.done:
+    # Minutes on a CPU: it runs in the background with its progress here, and the quick sweep
+    # (3 levels, seconds, usually done already) is shown meanwhile.
+    resources.poll_in_background(job, "The 11-level sweep runs in the background")
+    job, detail = resources.robustness_job(entry, "quick")
+    st.caption("Showing the 3-level sweep until the 11-level one is done.")
 report = resources.wait_for(job, f"Running the {detail} robustness sweep")
 if report is None:
     st.stop()
@@ -50,18 +56,7 @@ if len(grades):
     st.markdown("  \n".join(f"**{row.modality}: {row.grade}.** {row.sentence}" for row in grades.itertuples(index=False)))
 
 st.subheader("Summary per model and input")
-table_with_download(
-    report.summary, "robust_summary", f"{entry.name}-robustness-summary.csv",
-    column_config={
-        "clean_accuracy": st.column_config.NumberColumn("clean", format="percent", help="Accuracy on the untouched cases."),
-        "worst_accuracy": st.column_config.NumberColumn("worst", format="percent", help="Lowest accuracy at any severity."),
-        "relative_robustness": st.column_config.NumberColumn("area", format="%.3f", help="Area under accuracy vs severity (MultiBench's relative robustness)."),
-        "retained_accuracy": st.column_config.NumberColumn("retained", format="percent", help="Area divided by clean accuracy: the share of accuracy kept."),
-        "effective_robustness": st.column_config.NumberColumn("vs late fusion", format="%.3f", help="Accuracy above late fusion's curve shifted to this model's clean accuracy, summed over severities."),
-        "effective_robustness_fit": st.column_config.NumberColumn("vs trend", format="%.3f", help="Accuracy above the line fitted through all models' clean vs damaged accuracy (Taori et al.)."),
-        "iterations_mean": st.column_config.NumberColumn("iterations", format="%.1f"),
-        "equilibrium_shift_mean": st.column_config.NumberColumn("shift", format="%.3f"),
-    },
-)  # fmt: skip
+show_table(frames.display(report.summary, frames.ROBUSTNESS_SUMMARY_COLUMNS), "robust_summary",
+           f"{entry.name}-robustness-summary.csv")
 st.subheader("Every setting")
-table_with_download(report.rows, "robust_rows", f"{entry.name}-robustness.csv", height=300)
+show_table(frames.display(report.rows, frames.ROBUSTNESS_ROW_COLUMNS), "robust_rows", f"{entry.name}-robustness.csv", height=300)

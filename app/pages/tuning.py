@@ -7,7 +7,7 @@ import dataclasses
 import streamlit as st
 
 from app import frames, plots, resources
-from app.widgets import chart, table_with_download
+from app.widgets import chart, show_table
 from deq_core import DEFAULT_TOLERANCES
 
 entry = resources.require_model()
@@ -103,7 +103,7 @@ if report is not None:
     m[2].metric("Iterations (mean)", f"{report.iterations_mean:.1f}")
     m[3].metric("Iterations (p95)", f"{report.iterations_p95:.0f}", help="95% of the cases needed at most this many.")
     m[4].metric("Latency", f"{report.latency_ms:.1f} ms", help="Median single-case time on this machine.")
-    m[5].metric("Converged", f"{report.converged_fraction:.0%}", help="Share of cases whose solve met the tolerance.")
+    m[5].metric("Converged", f"{report.converged_fraction:.1%}", help="Share of cases whose solve met the tolerance.")
 
 # --------------------------------------------------------------------------- sweep
 st.subheader("How loose can the tolerance be?")
@@ -126,13 +126,7 @@ if sweep is not None:
         st.button(f"Use tolerance {recommended:g}", key="tune_use_recommended", on_click=use_tolerance, args=(recommended,),
                   disabled=recommended == settings.tol)  # fmt: skip
     chart(plots.tolerance_sweep(table, recommended, settings.tol, height=320), "tune_sweep")
-    table_with_download(
-        table, "tune_sweep", f"{entry.name}-tolerance-sweep.csv",
-        column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
-                       "flip_rate": st.column_config.NumberColumn(format="percent"),
-                       "converged_fraction": st.column_config.NumberColumn("converged", format="percent"),
-                       "tolerance": st.column_config.NumberColumn(format="%.0e")},
-    )  # fmt: skip
+    show_table(frames.display(table, frames.SWEEP_COLUMNS), "tune_sweep", f"{entry.name}-tolerance-sweep.csv")
 
 # --------------------------------------------------------------------------- equal compute
 st.subheader("The DEQ against the weight-tied model at equal compute")
@@ -151,13 +145,13 @@ if "deq" in siblings and "weight_tied" in siblings:
         if len(at):
             st.markdown(
                 f"With the **{trained_steps} fusion steps** the weight-tied model was trained for, the DEQ decides "
-                f"{at['deq_accuracy'].iloc[0]:.1%} correctly and the weight-tied model {at['weight_tied_accuracy'].iloc[0]:.1%}. "
+                f"{frames.percent(at['deq_accuracy'].iloc[0])} correctly and the weight-tied model {frames.percent(at['weight_tied_accuracy'].iloc[0])}. "
                 "The right panel shows whether each one's state settles.",
                 help="Both get the same number of evaluations of the fusion step f; the DEQ may stop earlier once it has settled.",
             )
         chart(plots.equal_compute(frame, trained_steps, height=300), "tune_equal_compute")
         with st.expander("The table"):
-            table_with_download(frame, "tune_equal_compute", f"{entry.name}-equal-compute.csv")
+            show_table(frames.display(frame, frames.COMPUTE_COLUMNS), "tune_equal_compute", f"{entry.name}-equal-compute.csv")
 else:
     st.info("Needs both a DEQ and a weight-tied model of this dataset beside each other in the models folder.")
 
@@ -176,9 +170,9 @@ else:
         m = st.columns(4)
         m[0].metric("Median spectral radius", f"{radius['median']:.2f}", help=f"95th percentile {radius['p95']:.2f}.")
         m[1].metric("Largest", f"{radius['max']:.2f}", help="Above 1 the step is not contractive at that equilibrium.")
-        m[2].metric("Unique equilibrium", f"{summary['unique_fraction']:.0%}",
+        m[2].metric("Unique equilibrium", f"{summary['unique_fraction']:.1%}",
                     help=f"Cases whose {summary['starts']} starts all reached the same equilibrium.")  # fmt: skip
-        m[3].metric("Same decision", f"{summary['decision_unique_fraction']:.0%}",
+        m[3].metric("Same decision", f"{summary['decision_unique_fraction']:.1%}",
                     help="Cases whose starts all decide the same class.")  # fmt: skip
         frame = frames.stability_frame(survey)
         left, right = st.columns(2)
@@ -195,4 +189,4 @@ else:
             st.warning("More than one equilibrium found for " + ", ".join(summary["multiple_equilibria"]),
                        icon=":material/warning:")  # fmt: skip
         with st.expander("The table"):
-            table_with_download(frame, "tune_stability", f"{entry.name}-stability.csv")
+            show_table(frames.display(frame, frames.STABILITY_COLUMNS), "tune_stability", f"{entry.name}-stability.csv")

@@ -27,7 +27,7 @@ def _handwritten(split: str, modalities: tuple[Modality, ...] | None) -> Multimo
 def _inspection(split: str, modalities: tuple[Modality, ...] | None) -> MultimodalDataset:
     from .inspection import generate_inspection
 
-    return generate_inspection(split)
+    return generate_inspection(split, modalities=modalities)
 
 
 BUILT_IN: dict[str, Callable[[str, tuple[Modality, ...] | None], MultimodalDataset]] = {
@@ -86,6 +86,8 @@ _EXPORTS = {
     'CHECKSUM_FILE': '.handwritten',
     'VIEWS': '.handwritten',
     'MODALITIES': '.handwritten',
+    'VIEW_FEATURES': '.handwritten',
+    'view_feature_name': '.handwritten',
     'HandwrittenTable': '.handwritten',
     'HandwrittenSplits': '.handwritten',
     'read_handwritten_table': '.handwritten',

@@ -64,6 +64,33 @@ VIEWS: tuple[_View, ...] = (
 )
 MODALITIES: tuple[Modality, ...] = tuple(view.modality for view in VIEWS)
 
+# What one feature of each view is, from the UCI description of Multiple Features (mfeat): "76 Fourier
+# coefficients of the character shapes, 216 profile correlations, 64 Karhunen-Love coefficients, 240 pixel
+# averages in 2 x 3 windows, 47 Zernike moments, 6 morphological features". The description does not name
+# the six morphological features one by one, so they are numbered, not guessed. Numbered from 1, in the
+# file's column order; the pixels view is a picture and its features are named by row and column.
+VIEW_FEATURES = {
+    "fourier": "Fourier coefficient",
+    "profile": "profile correlation",
+    "karhunen_loeve": "Karhunen-Loève coefficient",
+    "zernike": "Zernike moment",
+    "morphology": "morphological feature",
+}
+
+
+def view_feature_name(modality: Modality, index: int) -> str | None:
+    """The ``index``-th (from 0) feature of a handwritten view in words ("Zernike moment 3"), else None.
+
+    None for a modality that is not one of the shipped views (by name, kind and shape), so another
+    dataset's vector called "fourier" is not mislabelled.
+    """
+    view = next((v.modality for v in VIEWS if v.modality.name == modality.name), None)
+    if view is None or modality.name not in VIEW_FEATURES or (view.kind, tuple(view.shape)) != (modality.kind, tuple(modality.shape)):
+        return None
+    if not 0 <= index < int(np.prod(modality.shape)):
+        raise IndexError(f"{modality.name} has {int(np.prod(modality.shape))} features, not {index + 1}")
+    return f"{VIEW_FEATURES[modality.name]} {index + 1}"
+
 
 @dataclass(frozen=True)
 class HandwrittenTable:

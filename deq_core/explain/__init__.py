@@ -31,6 +31,8 @@ _EXPORTS = {
     'summarise_solves': '.attribution',
     'FeatureScore': '.attribution',
     'Attribution': '.attribution',
+    'vector_feature_name': '.attribution',
+    'feature_names': '.attribution',
     'feature_name': '.attribution',
     'top_features': '.attribution',
     'evaluation_mode': '.attribution',

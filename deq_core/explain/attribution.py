@@ -382,6 +382,21 @@ def _modality_index(modalities: Sequence[Modality], modality: str | int) -> int:
     return names.index(modality)
 
 
+def vector_feature_name(modality: Modality, i: int) -> str:
+    """Feature ``i`` (from 0) of a vector input: its configured name, what a handwritten view's feature is
+    ("Fourier coefficient 14", numbered from 1), else "feature i"."""
+    if i < len(modality.feature_names):
+        return modality.feature_names[i]
+    from deq_core.data.handwritten import view_feature_name
+
+    return view_feature_name(modality, i) or f"feature {i}"
+
+
+def feature_names(modality: Modality) -> tuple[str, ...]:
+    """Every feature name of a vector input, in order (the bars of the Inspect page), via ``vector_feature_name``."""
+    return tuple(vector_feature_name(modality, i) for i in range(int(math.prod(modality.shape))))
+
+
 def feature_name(modality: Modality, index: tuple[int, ...], tokens: Sequence[str] | None = None) -> str:
     """A feature's name in the user's words (``"temperature @ step 17"``)."""
     if modality.kind == "image":
@@ -394,7 +409,7 @@ def feature_name(modality: Modality, index: tuple[int, ...], tokens: Sequence[st
         return f"{channel} @ step {t}"
     if modality.kind == "vector":
         (i,) = index
-        return modality.feature_names[i] if i < len(modality.feature_names) else f"feature {i}"
+        return vector_feature_name(modality, i)
     (p,) = index
     token = tokens[p] if tokens is not None else "?"
     return f"{token!r} (token {p})"

@@ -62,6 +62,10 @@ def test_a_person_can_walk_every_page(tmp_path):
     assert seen["lab_shift_before"] == "0.0%" and seen["lab_shift_after"] != "0.0%"  # switching an input off moves it
     assert int(seen["tuning_iterations_after"]) < int(seen["tuning_iterations_before"])  # a looser tolerance stops sooner
     assert seen["robustness_tables"] == 2
+    assert seen["inspect_explained_after"] != seen["inspect_explained_before"]  # another class is explained
+    assert seen["seconds_explain_other_class"] > 0 and len(seen["timings"]) == 5
+    assert seen["clipped_tables"] == {"overview": 0, "tuning": 0, "robustness": 0}  # nothing cut off at 1280 px
+    assert seen["model_box_fits"]  # the longest model name is not cut in the sidebar
     for name in ("overview", "inspect", "lab", "tuning", "robustness"):
         for suffix in ("", "-full"):
             assert (shots / f"{name}{suffix}.png").stat().st_size > 10_000

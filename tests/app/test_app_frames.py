@@ -55,7 +55,7 @@ def test_robustness_grades_speak_of_one_model_only():
     })  # fmt: skip
     grades = frames.robustness_grades(summary, "a")
     assert list(grades["modality"]) == ["photo", "note"] and list(grades["grade"]) == ["A", "D"]
-    assert "55%" in grades["sentence"].iloc[1] and "30%" in grades["sentence"].iloc[1]
+    assert "55.0%" in grades["sentence"].iloc[1] and "30.0%" in grades["sentence"].iloc[1]
 
 
 def test_principal_path_of_a_straight_walk_is_one_dimensional():
@@ -80,7 +80,7 @@ def test_case_filters_combine():
     assert list(frames.filter_cases(table, ["crack"], "wrong")["case"]) == ["b"]
     assert list(frames.filter_cases(table, low_confidence_below=0.6)["case"]) == ["b", "d"]
     assert list(frames.filter_cases(table, slow_from_iterations=12)["case"]) == ["b", "d"]
-    assert "✗" in frames.case_label(table.iloc[1]) and "40%" in frames.case_label(table.iloc[1])
+    assert "✗" in frames.case_label(table.iloc[1]) and "40.0%" in frames.case_label(table.iloc[1])
 
 
 def test_equilibrium_shift_compares_the_states_the_decisions_came_from():

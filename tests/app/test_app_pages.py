@@ -68,9 +68,10 @@ def test_overview_shows_the_card_the_baselines_and_a_saving_that_follows_the_cos
     comparison = figure(at, "overview_comparison")
     assert {trace.name for trace in comparison.data} == {f"inspection-{a}" for a in ("deq", "weight_tied", "early", "late")}
     (verdict,) = [m.value for m in at.markdown if "a paired test gives p" in m.value]
-    found = re.search(r"\*\*([\d.]+)%\*\*.*\*\*([\d.]+) points (more|fewer)\*\*.*alone is right on (\d+) cases? and .* alone on (\d+) cases?", verdict)
+    found = re.search(r"\*\*([\d.]+)%\*\*.*\*\*(?:([\d.]+) points (more|fewer) than|as many as)\*\*.*alone is right on "
+                      r"(\d+) cases? and .* alone on (\d+) cases?", verdict)  # a tie reads "as many as", never "0.0 points more"
     assert found, verdict
-    gap, sign, only_deq, only_best = float(found[2]), found[3], int(found[4]), int(found[5])
+    gap, sign, only_deq, only_best = float(found[2] or 0), found[3] or "more", int(found[4]), int(found[5])
     # The paired counts are the accuracy gap, case by case.
     assert (1 if sign == "more" else -1) * gap == pytest.approx(100 * (only_deq - only_best) / TEST_CASES, abs=0.051)
     grades = [m for m in at.metric if m.label.split(":")[0] in ("photo", "sensors", "note")]
