@@ -19,7 +19,7 @@ SETTINGS = ReportSettings(n_steps=8)
 # The order every report has written its fields in (the hash is over sorted keys, but
 # readers of report.record see this order, and a reordering would be a silent change).
 TOP_LEVEL = ["format", "version", "created_at", "case_id", "source", "model", "inputs", "corruption", "settings",
-             "environment", "prediction", "trajectory", "attribution", "reliability", "tolerances", "report_sha256"]  # fmt: skip
+             "environment", "prediction", "trajectory", "attribution", "reliability", "tolerances", "stability", "report_sha256"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
