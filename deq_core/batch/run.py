@@ -112,13 +112,13 @@ def read_decisions(path: str | Path, class_names: Sequence[str]) -> dict[str, tu
     id_col, dec_col, out_col = pick("case_id", "id"), pick("decision", "production_decision"), pick("outcome")
     if id_col is None or dec_col is None:
         raise BatchError(f"{path}: the header must name a case_id (or id) and a decision column, found {header}")
-    found, problems = {}, []
+    found, seen, problems = {}, set(), []
     for line, row in enumerate(reader, start=2):
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
         case_id, decision, outcome = row.get(id_col, ""), row.get(dec_col, ""), row.get(out_col or "", "") or None
         if not case_id:
             problems.append(f"line {line}: empty case id")
-        elif case_id in found:
+        elif case_id in seen:
             problems.append(f"line {line}: case {case_id!r} appears twice")
         elif decision not in class_names:
             problems.append(f"line {line}: decision {decision!r} is not a class ({', '.join(class_names)})")
@@ -126,6 +126,7 @@ def read_decisions(path: str | Path, class_names: Sequence[str]) -> dict[str, tu
             problems.append(f"line {line}: outcome {outcome!r} is not a class ({', '.join(class_names)})")
         else:
             found[case_id] = (decision, outcome)
+        seen.add(case_id)
     if problems:
         raise BatchError(f"{path}: " + "; ".join(problems[:20]) + (" ..." if len(problems) > 20 else ""))
     return found
@@ -339,6 +340,8 @@ def _open_run(out: Path, question: dict) -> dict:
     else:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / RUN_FILE, question)
+    for stale in (out / CHUNKS).glob(".*.partial"):  # a chunk file a kill interrupted: never renamed, never read
+        stale.unlink(missing_ok=True)
     state = out / STATE_FILE
     return json.loads(state.read_text(encoding="utf-8")) if state.is_file() else {"logged": []}
 
