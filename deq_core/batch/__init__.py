@@ -16,6 +16,7 @@ _EXPORTS = {
     "RecordOptions": ".records",
     "explain_chunk": ".records",
     "chunk_records": ".records",
+    "chunk_cases": ".records",
     "case_record": ".records",
     "one_at_a_time_records": ".records",
     "BatchOptions": ".run",

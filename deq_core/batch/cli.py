@@ -27,6 +27,7 @@ def parser(prog: str = "python -m deq_core.batch") -> argparse.ArgumentParser:
     p.add_argument("--log", default=None, help="audit-log URL (default $DEQ_LENS_AUDIT_DB)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
 
 
@@ -55,6 +56,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m deq_core.batch") 
     except (BatchError, DatasetError, ModelLoadError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.json:
+        import json
+
+        print(json.dumps({"out": str(result.out), "cases": result.cases, "chunks": result.chunks,
+                          "computed_chunks": result.computed_chunks, "logged_rows": result.logged_rows,
+                          "seconds": result.seconds, "steady_cases": result.steady_cases,
+                          "steady_seconds": result.steady_seconds, "steady_rate": result.steady_rate}))  # fmt: skip
+        return 0
     print(f"{result.cases} cases in {result.chunks} chunks ({result.computed_chunks} computed now, "
           f"{result.logged_rows} log rows appended) in {result.seconds:.1f} s -> {result.out}")  # fmt: skip
     return 0

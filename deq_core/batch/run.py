@@ -85,6 +85,13 @@ class BatchResult:
     computed_chunks: int
     logged_rows: int
     seconds: float
+    steady_cases: int = 0  # cases computed after the first chunk came back (start-up excluded)
+    steady_seconds: float = 0.0  # from the first computed chunk back to the last
+
+    @property
+    def steady_rate(self) -> float | None:
+        """Cases per second once the engine runs (model loads, Ray start and the first chunk excluded)."""
+        return self.steady_cases / self.steady_seconds if self.steady_seconds > 0 else None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -379,6 +386,7 @@ def run_batch(options: BatchOptions, lens=None) -> BatchResult:
         cases = {c.key: c for c in listed}
     bar = _progress(options, len(data), sum(c.stop - c.start for c in chunks if c.index in on_disk))
     appended = 0
+    first_back, last_back, steady = None, None, 0
 
     def finish(index: int, rows: list[dict], check: bool) -> None:
         nonlocal appended
@@ -397,9 +405,15 @@ def run_batch(options: BatchOptions, lens=None) -> BatchResult:
         _write_parquet(chunk_path(out, index), rows)
         finish(index, rows, check=False)
         bar.update(len(rows))
+        last_back = time.perf_counter()
+        if first_back is None:
+            first_back = last_back
+        else:
+            steady += len(rows)
     bar.close()
     _write_outputs(out, chunks)
-    return BatchResult(out, len(data), len(chunks), len(todo), appended, time.perf_counter() - started)
+    return BatchResult(out, len(data), len(chunks), len(todo), appended, time.perf_counter() - started, steady,
+                       0.0 if first_back is None else last_back - first_back)
 
 
 def _ray(options: BatchOptions, payloads):
