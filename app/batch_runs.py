@@ -58,6 +58,20 @@ def list_run_infos(root: Path) -> list[RunInfo]:
     return infos
 
 
+def run_records(folder: Path) -> pd.DataFrame:
+    """The run's records (``records.parquet``, or the chunks written so far)."""
+    from deq_core.batch import read_records
+
+    return read_records(folder)
+
+
+def ranked(records: pd.DataFrame) -> pd.DataFrame:
+    """``deq_core.batch.triage`` of the records: the list an auditor works down."""
+    from deq_core.batch import triage
+
+    return triage(records)
+
+
 def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
     """One row per run: cases, unsettled solves, low confidence, disagreements, model."""
     rows = []

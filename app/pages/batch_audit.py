@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from app import batch_runs, resources
-from deq_core.batch import read_records, triage
 
 st.title("Batch audit")
 root = batch_runs.batch_runs_root()
@@ -23,7 +22,7 @@ if info.summary is None:
     st.warning("This run has not finished: the figures below are of the chunks written so far. "
                "Rerun the same `deq-lens batch` command to continue it.")  # fmt: skip
 try:
-    records = read_records(info.folder)
+    records = batch_runs.run_records(info.folder)
 except (FileNotFoundError, OSError, ValueError) as error:
     st.error(f"Cannot read the run's records: {error}")
     st.stop()
@@ -40,7 +39,7 @@ with right:
                      "by --decisions (– when none were given).")  # fmt: skip
 
 st.subheader("Look at these first")
-ranked = triage(records)
+ranked = batch_runs.ranked(records)
 filters = st.columns([3, 2, 1])
 signals = filters[0].multiselect("Signals", list(batch_runs.SIGNAL_LABELS), format_func=batch_runs.SIGNAL_LABELS.get,
                                  key="batch_signals", placeholder="any signal")  # fmt: skip
