@@ -201,11 +201,16 @@ def chunk_records(lens, inputs: Sequence[torch.Tensor], ids: Sequence[str], labe
 
 
 def one_at_a_time_records(lens, cases: Sequence[Case], options: RecordOptions) -> list[dict]:
-    """Today's path: ``Lens.explain`` case by case (the reference for the batch-invariance test and benchmark)."""
+    """Today's path, case by case: ``Lens.explain`` (with IG), or the same solves and coalitions for a batch of
+    one (without IG); the reference of the batch-invariance test and of the benchmark."""
     stable = options.stability_starts > 0 and lens.equilibrium and lens.config.architecture == "deq"
     rows = []
     for case in cases:
-        explanation = lens.explain(case, n_steps=options.resolved_steps(), cross_check=options.cross_check)
+        if options.ig:
+            explanation = lens.explain(case, n_steps=options.resolved_steps(), cross_check=options.cross_check)
+        else:
+            with lens.lock:
+                (explanation,) = explain_chunk(lens.model, case.inputs, [case.texts], options)
         stability = lens.stability(case, starts=options.stability_starts) if stable else None
         rows.append(case_record(explanation, case.key, case.label, stability, options.top_features))
     return rows
