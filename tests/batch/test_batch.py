@@ -189,3 +189,20 @@ def test_triage_ranks_each_signal_above_clean_cases_and_names_it():
     assert dict(zip(strict["case_id"], strict["reasons"]))["c4"] == ""
     summary = run_summary(table)
     assert summary["unsettled"] == 1 and summary["low_confidence"] == 1 and summary["second_equilibrium"] == 0
+
+
+def test_cli_data_generate_and_batch_refusals(cases, tmp_path, capsys):
+    from deq_core.cli import main
+
+    assert main(["data", "generate", "--dataset", "inspection", "--n", "3", "--out", str(tmp_path / "three")]) == 0
+    assert len(load_folder(tmp_path / "three")) == 3
+    assert main(["data", "generate", "--n", "3", "--out", str(tmp_path / "three")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case_id,decision\ninsp-test-0000,nonsense\n")
+    out = tmp_path / "run"
+    assert main(["batch", "--model", str(MODEL), "--cases", str(cases), "--out", str(out), "--decisions", str(bad),
+                 "--log", f"sqlite:///{tmp_path / 'log.sqlite'}", "--no-progress"]) == 2
+    assert "line 2" in capsys.readouterr().err and not out.exists()  # refused before anything was written
+    assert main(["batch", "--model", str(tmp_path / "no-model"), "--cases", str(cases), "--out", str(out),
+                 "--no-progress"]) == 2
