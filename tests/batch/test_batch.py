@@ -206,3 +206,22 @@ def test_cli_data_generate_and_batch_refusals(cases, tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err and not out.exists()  # refused before anything was written
     assert main(["batch", "--model", str(tmp_path / "no-model"), "--cases", str(cases), "--out", str(out),
                  "--no-progress"]) == 2
+
+
+def test_reports_are_verifiable_and_not_reissued(lens, tmp_path):
+    cases = generate_folder("inspection", 2, tmp_path / "two")
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    out = tmp_path / "run"
+    options = BatchOptions(model=MODEL, cases=cases, out=out, log=url, chunk=1, records=FAST, progress=False,
+                           reports=True)  # fmt: skip
+    run_batch(options, lens=lens)
+    report = out / "reports" / "insp-test-0001" / "report.json"
+    assert report.is_file() and Lens.verify(report, log=url).ok
+    assert [c for c, _ in _log_rows(url)] == ["insp-test-0000", "insp-test-0001"]
+    # A kill after the claim, before logging: the claim is taken back and the report issued on the rerun.
+    report.unlink()
+    (report.parent / "report.html").unlink(missing_ok=True)
+    (report.parent / ".report.claim").write_text('{"report_sha256": "not-logged"}')
+    (out / "state.json").write_text('{"logged": [0]}')
+    assert run_batch(options, lens=lens).logged_rows == 1 and report.is_file()
+    assert len(_log_rows(url)) == 3  # the one re-issued report; the first case was not logged again
