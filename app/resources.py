@@ -546,6 +546,18 @@ def test_case(entry: ModelEntry, case_id: str) -> Case:
     return lens(entry).case(case_id, data=test_data(entry))
 
 
+@st.cache_resource(show_spinner="Reading the batch run's cases…", max_entries=2)
+def _batch_data(cases_folder: str, model_folder: str, checksum: str) -> MultimodalDataset:
+    from deq_core.data import load_folder
+
+    return load_folder(cases_folder, split="all", modalities=_lens(model_folder, checksum).modalities)
+
+
+def batch_case(entry: ModelEntry, cases_folder: str, case_id: str) -> Case:
+    """A case of a batch run's dataset folder, read with the model's modalities (the folder is read once)."""
+    return lens(entry).case(case_id, data=_batch_data(cases_folder, entry.folder, entry.checksum))
+
+
 def ideal_reference(entry: ModelEntry, case: Case, target: int):
     """The dataset's reference for this case (the inspection ideal classifier), else None (other data, uploads)."""
     return lens(entry).ideal_reference(case, target)

@@ -5,6 +5,8 @@
     deq-lens explain --model M --case ID [--json]
     deq-lens tune --model M [--cases N] [--json]
     deq-lens stability --model M [--cases N] [--starts K] [--json]
+    deq-lens data generate --dataset inspection --n N --out DIR [--seed S]
+    deq-lens batch --model M --cases FOLDER --out DIR [--engine local|ray] [--decisions CSV] [--reports]
 
 Each subcommand hands the rest of the command line to the module's own ``main(argv)``,
 so its options and output are exactly those of ``python -m deq_core.<module>``; only
@@ -50,6 +52,9 @@ COMMANDS: dict[str, Command] = {
     "tune": Command("solver tolerance sweep: flips, iterations, latency", "deq_core.explain.tuning:main"),
     "stability": Command("stability and uniqueness of each decision's fixed point (python -m deq_core.stability)",
                          "deq_core.explain.stability:main"),  # fmt: skip
+    "data": Command("dataset tools: generate N cases as a dataset folder", "deq_core.data.generate:main"),
+    "batch": Command("audit many decisions: batched records, Parquet + CSV, resumable (python -m deq_core.batch)",
+                     "deq_core.batch.cli:main"),  # fmt: skip
     "audit": Command("decision reports and the audit log: report, verify, verify-log (python -m deq_core.audit)"),
 }
 AUDIT_MODULES = ("deq_core.audit.report", "deq_core.audit.cli")  # the first that has a main

@@ -21,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {"deq_core", "deq_core.engine", "deq_core.explain", "deq_core.audit", "deq_core.data", "deq_core.train",
-          "deq_core.evaluate", "deq_core.cli", "deq_core.cache", "deq_core.figures", "deq_core.testing"}  # fmt: skip
+          "deq_core.evaluate", "deq_core.cli", "deq_core.cache", "deq_core.figures", "deq_core.testing",
+          "deq_core.batch"}  # fmt: skip
 
 
 def _deq_imports(path: Path) -> list[tuple[int, str, tuple[str, ...]]]:
@@ -95,10 +96,18 @@ def test_importing_the_package_loads_no_streamlit_and_no_heavy_optional_parts():
 def test_every_exported_name_resolves(namespace):
     module = importlib.import_module(namespace)
     exported = getattr(module, "__all__", None)
-    if namespace in ("deq_core", "deq_core.engine", "deq_core.explain", "deq_core.audit", "deq_core.data"):
+    if namespace in ("deq_core", "deq_core.engine", "deq_core.explain", "deq_core.audit", "deq_core.data", "deq_core.batch"):
         assert exported, f"{namespace} declares no __all__"
     missing = [name for name in exported or () if not hasattr(module, name)]
     assert missing == [], f"{namespace} exports names that do not resolve: {missing}"
+
+
+def test_the_batch_package_imports_no_ray_or_pyarrow_and_its_namespace_no_torch():
+    code = ("import sys, deq_core.batch; heavy = [m for m in ('ray', 'pyarrow', 'torch') if m in sys.modules]; "
+            "import deq_core.batch.run, deq_core.batch.triage, deq_core.batch.cli; "
+            "print(heavy + [m for m in ('ray', 'pyarrow') if m in sys.modules])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_the_export_tables_list_every_public_name_of_their_modules():

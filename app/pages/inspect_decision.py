@@ -22,10 +22,17 @@ data = resources.test_data(entry)
 st.title("Inspect a decision")
 
 # --------------------------------------------------------------------------- choose a case
-source = st.radio("Case", ["A test case", "Upload a case"], horizontal=True, key="insp_source", label_visibility="collapsed")
-st.session_state["case_source"] = "upload" if source == "Upload a case" else "test"
+batch_case = st.session_state.get("batch_case")  # set by the Batch audit page's "Open on the Inspect page"
+sources = ["A test case", "Upload a case"] + (["A batch case"] if batch_case else [])
+if st.session_state.get("insp_source") not in sources:
+    st.session_state.pop("insp_source", None)
+source = st.radio("Case", sources, horizontal=True, key="insp_source", label_visibility="collapsed")
+st.session_state["case_source"] = {"Upload a case": "upload", "A batch case": "batch"}.get(source, "test")
 
-if source == "A test case":
+if source == "A batch case":
+    st.caption(f"Case {batch_case['case_id']} of batch run {batch_case['run']} ({batch_case['cases']}).")
+    case = resources.batch_case(entry, batch_case["cases"], batch_case["case_id"])
+elif source == "A test case":
     evaluation = resources.wait_for(resources.evaluation_job(entry), f"Solving the {len(data)} test cases")
     if evaluation is None:
         st.stop()

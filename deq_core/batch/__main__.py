@@ -1,0 +1,3 @@
+from deq_core.batch.cli import main
+
+raise SystemExit(main())
