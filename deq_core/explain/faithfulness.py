@@ -256,7 +256,7 @@ def reference_top_agreement(
     return (float(np.mean(verdicts)) if verdicts else None), len(verdicts)
 
 
-def compare(model: FusionModel, data: MultimodalDataset, rows: list[int]) -> Compared:
+def ranking_figures(model: FusionModel, data: MultimodalDataset, rows: list[int]) -> Compared:
     """Another model's ranking figures on ``rows`` of ``data`` (Shapley values only, no gradients)."""
     shapleys: list[ModalityShapley] = []
     for batch in torch.tensor(rows).split(SHAPLEY_BATCH):
@@ -337,7 +337,7 @@ def measure(
     )
     decidable, decidable_n = decidable_agreement([e.shapley for e in explanations])
     top, top_n = reference_top_agreement(data, rows, [e.shapley for e in explanations], model)
-    others = {other: compare(m, data, rows) for other, m in (compared or {}).items()}
+    others = {other: ranking_figures(m, data, rows) for other, m in (compared or {}).items()}
     finite_correlations = [abs(c) for c in correlations if math.isfinite(c)]
     deltas = [a.relative_delta for a in attributions if math.isfinite(a.relative_delta)]
     result = Faithfulness(

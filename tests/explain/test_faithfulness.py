@@ -20,7 +20,7 @@ from deq_core.explain.faithfulness import (
     TARGETS,
     average_ranks,
     case_rows,
-    compare,
+    ranking_figures,
     decidable_agreement,
     deletion_decidable,
     deletion_agrees,
@@ -280,7 +280,7 @@ def test_compare_gives_the_benchmarks_figure_for_a_baseline():
 
     folder = MODELS / "inspection-late"
     data = load_dataset("inspection", "val")
-    mine = compare(load_model(folder, "cpu"), data, case_rows(data, 40))
+    mine = ranking_figures(load_model(folder, "cpu"), data, case_rows(data, 40))
     theirs = deletion_ceiling.model_ceiling(folder, "val", cases=40)
     assert mine.ideal_top_n == theirs.ranked
     assert mine.ideal_top_agreement == pytest.approx(theirs.ideal_top_agreement)
