@@ -188,14 +188,19 @@ STABILITY_COLUMNS = {
 # --------------------------------------------------------------------------- evaluation and cost
 
 
-def evaluation_table(evaluations: Mapping[str, object]) -> pd.DataFrame:
-    """One row per model from ``deq_core.evaluate.Evaluation`` objects, in the mapping's order."""
+def evaluation_table(evaluations: Mapping[str, object], encoders: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per model from ``deq_core.evaluate.Evaluation`` objects, in the mapping's order.
+
+    ``encoders``: model -> ``ModelConfig.describe_encoders()``, so the table shows whether
+    the models compared read their inputs alike ("" where a model is missing).
+    """
     rows = []
     for name, e in evaluations.items():
         rows.append(
             {
                 "model": name,
                 "architecture": e.architecture,
+                "encoders": (encoders or {}).get(name, ""),
                 "accuracy": e.accuracy,
                 "macro_f1": e.macro_f1,
                 "false_alarm_rate": e.false_alarm_rate,

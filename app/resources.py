@@ -116,6 +116,7 @@ class ModelEntry:
     dataset: str
     checksum: str
     inputs: tuple = ()  # (name, kind, shape) per modality: which models take the same cases
+    encoders: str = ""  # ModelConfig.describe_encoders(): the Overview says which encoder each model uses
 
     @property
     def equilibrium(self) -> bool:
@@ -186,6 +187,7 @@ def _probe(folder: str, stamp: tuple) -> ModelEntry | str:
             dataset=config.dataset,
             checksum=model_checksum(folder),
             inputs=tuple((m.name, m.kind, tuple(m.shape)) for m in config.modalities),
+            encoders=config.describe_encoders(),
         )
     except (ModelLoadError, OSError) as error:
         return str(error)

@@ -70,7 +70,7 @@ if len(siblings) < 2:
         "No baselines were found beside this model. Train them into the same folder as "
         f"`{Path(entry.folder).parent}/<dataset>-weight_tied`, `-early` and `-late` to compare."
     )
-table = frames.evaluation_table(evaluations)
+table = frames.evaluation_table(evaluations, {s.name: s.encoders for s in siblings.values()})
 deq = siblings.get("deq", entry)
 if len(table):
     best_other = table[table["model"] != deq.name].sort_values("accuracy", ascending=False).head(1)

@@ -204,6 +204,18 @@ class ModelConfig:
     def modality_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.modalities)
 
+    def describe_encoders(self) -> str:
+        """Each modality's encoder in a few words: ``"photo: CNN, global pooling; sensors: 1-D CNN; note: embeddings"``.
+
+        Models of one dataset compare on equal terms only when they read the inputs with
+        the same encoders; the image encoder's pooling is the one setting that differs
+        between shipped models, so the Overview and the model card name it.
+        """
+        image = {"grid": "CNN, 4x4 grid pooling", "global": "CNN, global pooling"}[self.encoder.image_pooling]
+        vector = "MLP" if self.encoder.vector_hidden else "linear"
+        words = {"image": image, "timeseries": "1-D CNN", "text": "embeddings", "vector": vector}
+        return "; ".join(f"{m.name}: {words.get(m.kind, m.kind)}" for m in self.modalities)
+
     def to_dict(self) -> dict:
         return {
             "architecture": self.architecture,

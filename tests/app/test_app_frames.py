@@ -114,3 +114,13 @@ def test_the_ideal_comparison_sets_the_models_values_beside_the_ideals():
     other = ModalityShapley.from_coalition_values(values, ("photo", "sensors", "note"), CLASS_NAMES, target=5)
     with pytest.raises(ValueError, match="class 5, the ideal reference class 0"):
         frames.ideal_comparison(other, reference)
+
+
+def test_evaluation_table_names_each_models_encoders():
+    evaluation = SimpleNamespace(
+        architecture="deq", accuracy=0.9, macro_f1=0.9, false_alarm_rate=0.0, miss_rate=0.0, latency_ms_median=1.0,
+        iterations_mean=5.0, iterations_p95=7, converged_fraction=1.0, n=10,
+    )  # fmt: skip
+    table = frames.evaluation_table({"a": evaluation, "b": evaluation}, {"a": "photo: CNN, global pooling"})
+    assert table["encoders"].tolist() == ["photo: CNN, global pooling", ""]
+    assert frames.evaluation_table({"a": evaluation})["encoders"].tolist() == [""]

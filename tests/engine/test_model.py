@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -278,3 +280,19 @@ def test_training_solves_keep_the_whole_batch_and_inference_drops_converged_case
         output = model.run(inputs)
     assert len(set(output.solve.iterations.tolist())) > 1
     assert restricted and max(restricted) < 16
+
+
+def test_describe_encoders_names_the_image_pooling_of_the_shipped_models():
+    from pathlib import Path
+
+    from deq_core.engine import load_config
+
+    models = Path(__file__).resolve().parents[2] / "assets" / "models"
+    early = load_config(models / "inspection-early")
+    assert early.describe_encoders() == "photo: CNN, global pooling; sensors: 1-D CNN; note: embeddings"
+    grid = dataclasses.replace(early, encoder=dataclasses.replace(early.encoder, image_pooling="grid"))
+    assert grid.describe_encoders().startswith("photo: CNN, 4x4 grid pooling;")
+    vector = dataclasses.replace(grid, modalities=(*grid.modalities, Modality("stats", "vector", (5,))))
+    assert vector.describe_encoders().endswith("; stats: MLP")  # inspection's vector_hidden is 256
+    narrow = dataclasses.replace(vector, encoder=dataclasses.replace(vector.encoder, vector_hidden=0))
+    assert narrow.describe_encoders().endswith("; stats: linear")
