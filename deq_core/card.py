@@ -219,12 +219,13 @@ def build_card(lens, options: CardOptions = CardOptions(), use_cache: bool = Tru
                                         "device", "torch", "selected_on") if k in metrics}  # fmt: skip
     training["settings"] = metrics.get("settings", {})
     config = lens.config
+    owner = read_owner_fields(folder) if folder else dict.fromkeys(OWNER_FIELDS)  # a bad card.json fails before measuring
     return ModelCard(
         name=lens.name, folder=str(folder or ""), checksum=lens.checksum, architecture=config.architecture,
         dataset=Path(config.dataset).name or "?", classes=tuple(config.class_names), normal_class=config.normal_class,
         modalities=tuple({"name": m.name, "kind": m.kind, "shape": list(m.shape)} for m in config.modalities),
         training=training, measured=measure(lens, options, use_cache),
-        owner=read_owner_fields(folder) if folder else dict.fromkeys(OWNER_FIELDS),
+        owner=owner,
         package_version=__version__, options=asdict(options),
     )  # fmt: skip
 

@@ -5,6 +5,7 @@
     deq-lens explain --model M --case ID [--json]
     deq-lens tune --model M [--cases N] [--json]
     deq-lens stability --model M [--cases N] [--starts K] [--json]
+    deq-lens card --model M --out DIR
 
 Each subcommand hands the rest of the command line to the module's own ``main(argv)``,
 so its options and output are exactly those of ``python -m deq_core.<module>``; only
@@ -50,6 +51,8 @@ COMMANDS: dict[str, Command] = {
     "tune": Command("solver tolerance sweep: flips, iterations, latency", "deq_core.explain.tuning:main"),
     "stability": Command("stability and uniqueness of each decision's fixed point (python -m deq_core.stability)",
                          "deq_core.explain.stability:main"),  # fmt: skip
+    "card": Command("the model card from measured figures: Markdown (Hugging Face), HTML, PDF (python -m deq_core.card)",
+                    "deq_core.card:main"),  # fmt: skip
     "audit": Command("decision reports and the audit log: report, verify, verify-log (python -m deq_core.audit)"),
 }
 AUDIT_MODULES = ("deq_core.audit.report", "deq_core.audit.cli")  # the first that has a main

@@ -53,7 +53,7 @@ class Document:
         if subtitle:
             pdf.set_font("Helvetica", "", 9)
             pdf.set_text_color(*GREY)
-            pdf.multi_cell(0, 5, latin1(subtitle), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, 5, latin1(subtitle), align="L", new_x="LMARGIN", new_y="NEXT")
             pdf.set_text_color(0, 0, 0)
         pdf.ln(2)
 
