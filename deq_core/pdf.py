@@ -162,7 +162,9 @@ class Document:
             pdf.set_line_width(0.2)
             if marker and (marker > 0 or not log):
                 pdf.set_draw_color(*RED)
-                pdf.dashed_line(x0, scale(tf(marker)), x0 + plot_w, scale(tf(marker)), 1.5, 1)
+                pdf.set_dash_pattern(dash=1.5, gap=1)
+                pdf.line(x0, scale(tf(marker)), x0 + plot_w, scale(tf(marker)))
+                pdf.set_dash_pattern()
             pdf.set_font("Helvetica", "", 7)
             for value, label in ((high, f"{10 ** high:.0e}" if log else f"{high:.3g}"),
                                  (low, f"{10 ** low:.0e}" if log else f"{low:.3g}")):  # fmt: skip

@@ -47,8 +47,8 @@ def report_pdf(report: Any) -> bytes:
     doc.heading("Decision")
     truth = f"; the recorded true class is {p.label}" if p.label else ""
     doc.paragraph(f"{r.model.name} decided {p.class_name} with probability {p.confidence:.1%}{truth}.")
-    names = list(p.probabilities)
-    doc.bars("Class probabilities", names, [p.probabilities[n] for n in names],
+    names = sorted(p.probabilities, key=lambda n: (-p.probabilities[n], n))  # JSON keys come back sorted: rank instead
+    doc.bars("Class probabilities (most likely first)", names, [p.probabilities[n] for n in names],
              colours=[BLUE if n == p.class_name else GREY for n in names])  # fmt: skip
     doc.heading("How far to trust it")
     lines = [f"Reliable: {'yes' if rel.reliable else 'no'}; solver {rel.status} after {rel.iterations} iterations"
@@ -61,14 +61,15 @@ def report_pdf(report: Any) -> bytes:
     if stability is not None:
         doc.paragraph(f"Stability of the fixed point: {stability}")
     doc.heading(f"Evidence for {a.target_class}")
-    modalities = list(a.shapley)
+    order = [m.name for m in r.inputs.modalities]
+    modalities = sorted(a.shapley, key=lambda m: order.index(m) if m in order else len(order))
     values = [a.shapley[m] for m in modalities]
     biggest = max((abs(v) for v in values), default=0.0) or 1.0
     doc.bars("Modality Shapley values (share of the largest; red: against the class)", modalities,
              [abs(v) / biggest for v in values], colours=[BLUE if v >= 0 else RED for v in values])  # fmt: skip
     doc.table(("input", "Shapley value", "Integrated Gradients total"),
               [(m, f"{a.shapley[m]:+.4f}", f"{a.ig_totals.get(m, float('nan')):+.4f}") for m in modalities])  # fmt: skip
-    features = [(m, f.name, f"{f.score:+.4f}") for m, found in a.top_features.items() for f in found[:3]]
+    features = [(m, f.name, f"{f.score:+.4f}") for m in modalities for f in a.top_features.get(m, ())[:3]]
     if features:
         doc.table(("input", "top feature", "attribution"), features)
     if r.trajectory is not None:
