@@ -97,7 +97,7 @@ def _spread(n: int, count: int) -> list[int]:
     return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int)).tolist()
 
 
-def stability_share(lens, cases: int = 100, starts: int = 8) -> dict | None:
+def stability_share(lens, cases: int = 100, starts: int = 8, data=None) -> dict | None:
     """Share of ``cases`` test cases (spread evenly) whose fixed point is locally stable and unique.
 
     None for a model that decides from no fixed point. Uses ``Lens.stability``, so
@@ -105,7 +105,7 @@ def stability_share(lens, cases: int = 100, starts: int = 8) -> dict | None:
     """
     if lens.config.architecture != "deq" or not lens.equilibrium:
         return None
-    data = lens.data()
+    data = data if data is not None else lens.data()
     rows = _spread(len(data), cases)
     stable = unique = both = 0
     for row in rows:
@@ -117,19 +117,19 @@ def stability_share(lens, cases: int = 100, starts: int = 8) -> dict | None:
             "stable_unique_fraction": both / n, "command": f"deq-lens stability --model {lens.folder} --cases {n}"}  # fmt: skip
 
 
-def _robustness(lens, severities: Sequence[float]) -> list[dict]:
+def _robustness(lens, data, severities: Sequence[float], cache_dir: str | Path | None = None) -> list[dict]:
     from deq_core.explain import robustness
 
-    report = lens.robustness(None, lens.data(), severities, cache_dir=robustness.default_cache_dir())
+    report = lens.robustness(None, data, severities, cache_dir=cache_dir or robustness.default_cache_dir())
     keep = ("modality", "clean_accuracy", "worst_accuracy", "relative_robustness", "retained_accuracy")
     return [{k: (None if isinstance(r[k], float) and np.isnan(r[k]) else r[k]) for k in keep}
             for r in report.summary.to_dict("records")]  # fmt: skip
 
 
-def _faithfulness(lens, cases: int) -> dict:
+def _faithfulness(lens, data, cases: int) -> dict:
     from deq_core.explain import faithfulness
 
-    found, _ = faithfulness.measure(lens.model, lens.data(), cases=cases, name=lens.name, progress=False)
+    found, _ = faithfulness.measure(lens.model, data, cases=cases, name=lens.name, progress=False)
     keep = ("n", "n_steps", "baseline", "completeness_pass_rate", "deletion_agreement", "randomization_spearman",
             "batch_invariance_max_abs_diff", "reliable_fraction")  # fmt: skip
     return {k: getattr(found, k) for k in keep}
@@ -144,11 +144,17 @@ class CardOptions:
     robustness_severities: tuple[float, ...] = (0.0, 0.5, 1.0)
 
 
-def measure(lens, options: CardOptions = CardOptions(), use_cache: bool = True) -> dict:
-    """Every measured figure of the card, as plain JSON values (cached on disk)."""
+def measure(lens, options: CardOptions = CardOptions(), use_cache: bool = True,
+            robustness_cache: str | Path | None = None, data=None) -> dict:  # fmt: skip
+    """Every measured figure of the card, as plain JSON values (cached on disk).
+
+    ``robustness_cache``: the robustness sweep's cache folder (default: the CLI's), so
+    a sweep the app or ``deq-lens robustness`` already ran is read, not repeated.
+    ``data``: the split to measure on (default: the model's whole test split).
+    """
     from deq_core.cache import DiskCache, data_fingerprint, key
 
-    data = lens.data()
+    data = data if data is not None else lens.data()
     entry = key(CARD_VERSION, lens.checksum, data_fingerprint(data), options)
     cache = DiskCache(CACHE_NAMESPACE) if use_cache else None
     if cache is not None and (found := cache.get_json(entry)) is not None:
@@ -158,10 +164,10 @@ def measure(lens, options: CardOptions = CardOptions(), use_cache: bool = True) 
         "evaluation": {k: v for k, v in evaluation.to_dict().items() if k != "confusion_matrix"}
         | {"confusion_matrix": evaluation.confusion_matrix},
         "per_class": per_class_metrics(evaluation.confusion_matrix, evaluation.classes),
-        "robustness": _robustness(lens, options.robustness_severities),
+        "robustness": _robustness(lens, data, options.robustness_severities, robustness_cache),
         "robustness_severities": list(options.robustness_severities),
-        "faithfulness": _faithfulness(lens, options.faithfulness_cases),
-        "stability": stability_share(lens, options.stability_cases),
+        "faithfulness": _faithfulness(lens, data, options.faithfulness_cases),
+        "stability": stability_share(lens, options.stability_cases, data=data),
     }
     measured = json.loads(json.dumps(measured, default=_plain))
     if cache is not None:
@@ -207,7 +213,8 @@ class ModelCard:
         return asdict(self)
 
 
-def build_card(lens, options: CardOptions = CardOptions(), use_cache: bool = True) -> ModelCard:
+def build_card(lens, options: CardOptions = CardOptions(), use_cache: bool = True,
+               robustness_cache: str | Path | None = None, data=None) -> ModelCard:  # fmt: skip
     """Measure ``lens``'s model (or read the cached figures) and gather its folder's details."""
     from deq_core import __version__
 
@@ -224,7 +231,7 @@ def build_card(lens, options: CardOptions = CardOptions(), use_cache: bool = Tru
         name=lens.name, folder=str(folder or ""), checksum=lens.checksum, architecture=config.architecture,
         dataset=Path(config.dataset).name or "?", classes=tuple(config.class_names), normal_class=config.normal_class,
         modalities=tuple({"name": m.name, "kind": m.kind, "shape": list(m.shape)} for m in config.modalities),
-        training=training, measured=measure(lens, options, use_cache),
+        training=training, measured=measure(lens, options, use_cache, robustness_cache, data),
         owner=owner,
         package_version=__version__, options=asdict(options),
     )  # fmt: skip
