@@ -73,7 +73,7 @@ def test_pilot_page_prices_both_sides_and_the_break_even(env):
     assert [t.value for t in at.title] == ["Pilot read-out"]
     assert at.selectbox(key="pilot_source").value == "inspection-always-ok.csv"
     assert metric(at, "Pilot cases") == str(TEST_CASES) and metric(at, "Outcome known") == str(TEST_CASES - 1)
-    (sentence,) = [m.value for m in at.markdown if "95% interval" in m.value]
+    (sentence,) = [m.value for m in at.markdown if "95% interval" in m.value and "per month" in m.value]
     assert "current process" in sentence and "−" not in sentence
     (payback,) = [m.value for m in at.markdown if m.value.startswith("For a one-off")]
     assert "pays back" in payback or "does not pay back" in payback
