@@ -60,8 +60,11 @@ def test_compared_model_defaults_to_the_best_baseline_and_prices_survive_a_page_
     run(at)
     assert at.number_input(key="cost_miss").value == 2_345.0
     assert at.selectbox(key="cost_baseline").value == "inspection-early"
-    # the model card: the stable-unique share and three downloads
+    # the model card: the stable-unique share on every visit, three downloads once prepared
     assert re.fullmatch(r"\d+%", metric(at, "Unique, stable equilibrium"))
+    assert not [b for b in at.get("download_button") if "card_" in b.proto.id]
+    at.button(key="card_prepare").click()
+    run(at)
     labels = {b.proto.label for b in at.get("download_button")}
     assert {"Model card (Markdown)", "Model card (HTML)", "Model card (PDF)"} <= labels
 
