@@ -70,3 +70,16 @@ def test_cli_pdf_of_an_existing_report(report, tmp_path, capsys):
 def test_latin1_spells_out_symbols_the_core_fonts_lack():
     assert latin1("−€4,000 × 2 ≥ 1 ✓") == "-EUR 4,000 x 2 >= 1 ok"
     assert latin1("日本") == "??"
+
+
+def test_cli_report_with_pdf_writes_it_beside_the_signed_record(tmp_path, capsys):
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "assets" / "models" / "handwritten-deq"
+    out = tmp_path / "report"
+    url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    assert main(["report", "--model", str(shipped), "--case", "hw-0004", "--out", str(out), "--steps", "8",
+                 "--db", url, "--pdf"]) == 0  # fmt: skip
+    record = json.loads((out / "report.json").read_text())
+    text, _ = pdf_pages((out / PDF_NAME).read_bytes())
+    assert "case hw-0004" in text and record["report_sha256"] in text.replace("\n", "").replace("\r", "")
