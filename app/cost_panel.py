@@ -40,14 +40,6 @@ def price_inputs(columns: Sequence, normal: str | None) -> Prices:
     return Prices(cases, 0.0, 0.0, wrong)
 
 
-def kept_prices(normal: str | None) -> Prices:
-    """The prices last entered on any page (defaults before that), without drawing the inputs."""
-    get = lambda key: persist.kept(key, DEFAULTS[key])  # noqa: E731
-    if normal:
-        return Prices(get("cost_cases"), get("cost_false_alarm"), get("cost_miss"), 0.0)
-    return Prices(get("cost_cases"), 0.0, 0.0, get("cost_wrong"))
-
-
 def as_cost_inputs(prices: Prices) -> frames.CostInputs:
     return frames.CostInputs(prices.cases_per_month, prices.false_alarm_cost, prices.miss_cost, prices.wrong_fault_cost)
 

@@ -103,3 +103,15 @@ def test_break_even_months():
     assert break_even_months(100, Interval(10, -1, 20)).high is None
     with pytest.raises(ValueError):
         break_even_months(-1, Interval(1, 1, 1))
+
+
+def test_cost_interval_figure_draws_each_interval_as_its_error_bar():
+    from deq_core.figures import cost_intervals
+
+    result = compare_costs({"a": np.array([0.0, 10, 0, 10]), "b": np.array([10.0, 10, 10, 0])}, "a", "b", 100)
+    fig = cost_intervals({n: (c.value, c.low, c.high) for n, c in result.costs.items()}, highlight="a")
+    bar = fig.data[0]
+    assert list(bar.x) == ["a", "b"] and list(bar.y) == [500, 750]
+    assert list(bar.error_y.array) == [result.costs[n].high - result.costs[n].value for n in ("a", "b")]
+    assert list(bar.error_y.arrayminus) == [result.costs[n].value - result.costs[n].low for n in ("a", "b")]
+    assert bar.marker.color[0] != bar.marker.color[1]
