@@ -57,10 +57,22 @@ def baseline_select(column, others: list[str], accuracies: Mapping[str, float], 
 
 
 def compare_on_test(predictions: Mapping[str, object], prices: Prices, classes: Sequence[str], normal: str | None,
-                    model: str, other: str) -> CostComparison:  # fmt: skip
-    """Every model's monthly cost on the test cases, paired bootstrap over the cases (same cases for all)."""
+                    model: str, other: str, identity: tuple = ()) -> CostComparison:  # fmt: skip
+    """Every model's monthly cost on the test cases, paired bootstrap over the cases (same cases for all).
+
+    ``identity`` (the models' names and checksums) keys a cache, so a rerun that changes
+    nothing here does not resample again (about 0.1 s on a busy CPU).
+    """
+    if not identity:  # nothing to key a cache on: compute
+        return _compare.__wrapped__(identity, tuple(predictions), prices, tuple(classes), normal, model, other, predictions)
+    return _compare(identity, tuple(predictions), prices, tuple(classes), normal, model, other, predictions)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _compare(identity: tuple, names: tuple, prices: Prices, classes: tuple, normal: str | None, model: str, other: str,
+             _predictions: Mapping[str, object]) -> CostComparison:  # fmt: skip
     k = list(classes).index(normal) if normal else None
-    costs = {name: error_costs(p.labels, p.predicted, k, prices) for name, p in predictions.items()}
+    costs = {name: error_costs(p.labels, p.predicted, k, prices) for name, p in _predictions.items()}
     return compare_costs(costs, model, other, prices.cases_per_month)
 
 

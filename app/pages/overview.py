@@ -117,18 +117,18 @@ prices = cost_panel.price_inputs(inputs[:3], normal)
 others = [name for name in evaluations if name != deq.name]
 if deq.name in evaluations and others:
     baseline = cost_panel.baseline_select(inputs[3], others, {n: evaluations[n].accuracy for n in evaluations}, deq.name)
-    comparison = cost_panel.compare_on_test(predictions, prices, config.class_names, normal, deq.name, baseline)
+    comparison = cost_panel.compare_on_test(predictions, prices, config.class_names, normal, deq.name, baseline,
+                                            identity=tuple((e.name, e.checksum) for e in siblings.values()))  # fmt: skip
     cost_panel.show_saving(comparison, deq.name, baseline)
+    cost_table = frames.monthly_cost_table(evaluations, cost_panel.as_cost_inputs(prices), normal)
     left, right = st.columns([3, 2])
     with left:
-        chart(plots.monthly_cost(frames.monthly_cost_table(evaluations, cost_panel.as_cost_inputs(prices), normal)), "overview_cost")
+        chart(plots.monthly_cost(cost_table), "overview_cost")
     with right:
         chart(plots.cost_intervals({n: (c.value, c.low, c.high) for n, c in comparison.costs.items()}, deq.name,
                                    title="cost per month, 95% interval"), "overview_cost_intervals")  # fmt: skip
     with st.expander("The cost table"):
-        cost_table = frames.monthly_cost_table(evaluations, cost_panel.as_cost_inputs(prices), normal)
-        cost_table = cost_panel.with_intervals(cost_table, comparison)
-        table_with_download(cost_table, "overview_cost", f"{deq.name}-monthly-cost.csv")
+        table_with_download(cost_panel.with_intervals(cost_table, comparison), "overview_cost", f"{deq.name}-monthly-cost.csv")
 else:
     inputs[3].caption("A saving needs the DEQ and at least one baseline.")
 
