@@ -143,6 +143,13 @@ class CardOptions:
     faithfulness_cases: int = 8
     robustness_severities: tuple[float, ...] = (0.0, 0.5, 1.0)
 
+    def __post_init__(self) -> None:
+        for name in ("stability_cases", "faithfulness_cases"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if 0.0 not in self.robustness_severities:
+            raise ValueError("the robustness severities must include 0 (the clean accuracy the others are compared with)")
+
 
 def measure(lens, options: CardOptions = CardOptions(), use_cache: bool = True,
             robustness_cache: str | Path | None = None, data=None) -> dict:  # fmt: skip
@@ -458,8 +465,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m deq_core.card") -
 
         torch.set_num_threads(args.threads)
     try:
+        options = CardOptions(args.stability_cases, args.faithfulness_cases)  # before loading anything
         lens = Lens.open(args.model)
-        card = build_card(lens, CardOptions(args.stability_cases, args.faithfulness_cases), use_cache=not args.no_cache)
+        card = build_card(lens, options, use_cache=not args.no_cache)
     except (CardFieldsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

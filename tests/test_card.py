@@ -118,3 +118,12 @@ def test_cli_refuses_a_bad_card_json(tmp_path, capsys):
     assert main(["--model", str(folder), "--out", str(tmp_path / "out"), "--stability-cases", "3",
                  "--faithfulness-cases", "2"]) == 2  # fmt: skip
     assert "unknown field 'licence'" in capsys.readouterr().err
+
+
+def test_card_options_refuse_nothing_to_measure(capsys):
+    with pytest.raises(ValueError, match="stability cases must be at least 1"):
+        CardOptions(stability_cases=0)
+    with pytest.raises(ValueError, match="include 0"):
+        CardOptions(robustness_severities=(0.5, 1.0))
+    assert main(["--model", str(MODEL), "--out", "/nonexistent/x", "--faithfulness-cases", "0"]) == 2
+    assert "faithfulness cases must be at least 1" in capsys.readouterr().err
