@@ -61,6 +61,7 @@ PAGES = [
     st.Page("pages/lab.py", title="Modality lab", icon=":material/science:"),
     st.Page("pages/tuning.py", title="Convergence tuning", icon=":material/tune:"),
     st.Page("pages/robustness.py", title="Robustness", icon=":material/shield:"),
+    st.Page("pages/pilot.py", title="Pilot read-out", url_path="pilot", icon=":material/payments:"),
     st.Page("pages/audit_log.py", title="Audit log", url_path="audit", icon=":material/history:"),
     st.Page("pages/batch_audit.py", title="Batch audit", url_path="batch", icon=":material/fact_check:"),
 ]

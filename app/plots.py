@@ -19,6 +19,7 @@ from deq_core.figures import (
     baseline_comparison,
     compare_paths,
     compare_probabilities,
+    cost_intervals,
     dose_response,
     equal_compute,
     fused_path,
@@ -42,7 +43,8 @@ from deq_core.figures import (
 
 __all__ = [
     "ARCHITECTURE_COLOURS", "ARCHITECTURE_NAMES", "DIVERGING", "OVERLAY_SCALE", "PALETTE", "REFERENCE_COLOUR",
-    "VARIANT_COLOUR", "attribution_bound", "baseline_comparison", "compare_paths", "compare_probabilities", "dose_response",
+    "VARIANT_COLOUR", "attribution_bound", "baseline_comparison", "compare_paths", "compare_probabilities", "cost_intervals",
+    "dose_response",
     "equal_compute", "fused_path", "gate_share_bars", "iterations_by_radius", "latency_iterations", "modality_dynamics", "monthly_cost",
     "picture", "probabilities", "probability_path", "residuals", "sensor_traces", "shapley", "spectral_radii", "token_html",
     "tolerance_sweep", "top_features", "vector_bars",

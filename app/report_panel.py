@@ -17,7 +17,7 @@ import uuid
 import streamlit as st
 
 from app import resources
-from deq_core import AuditLog, Case, DecisionReport, ReportSettings, default_audit_url, issue_report, log_report
+from deq_core import AuditLog, Case, DecisionReport, ReportSettings, default_audit_url, issue_report, log_report, report_pdf
 
 
 @st.cache_resource(show_spinner=False)
@@ -41,7 +41,7 @@ def _record_download(report: DecisionReport, path: str, what: str) -> None:
 
 def report_panel(entry: resources.ModelEntry, case: Case, key: str, *, settings: ReportSettings,
                  corruption=None, explanation=None, identity: tuple = ()) -> None:  # fmt: skip
-    """A "Prepare report" button, then HTML and JSON download buttons for that report.
+    """A "Prepare report" button, then HTML, JSON and PDF download buttons for that report.
 
     ``identity`` names what the report is of (case, settings, corruption): a prepared
     report for another identity is not offered, so a download always matches the page.
@@ -60,19 +60,24 @@ def report_panel(entry: resources.ModelEntry, case: Case, key: str, *, settings:
         # A folder of its own per issue: the same report prepared twice is two log entries, two files.
         folder = reports_dir() / f"{report.sha256[:16]}-{uuid.uuid4().hex[:8]}"
         report = issue_report(report, audit_log(), folder, source="app")
-        st.session_state[state_key] = {"identity": identity, "report": report, "path": str(folder / "report.json")}
+        # The PDF is drawn from the signed record once, here, not on every rerun.
+        st.session_state[state_key] = {"identity": identity, "report": report, "path": str(folder / "report.json"),
+                                       "pdf": report_pdf(report)}  # fmt: skip
     prepared: Mapping | None = st.session_state.get(state_key)
     if not prepared or prepared["identity"] != identity:
-        st.caption("Prepare a report to download it as HTML (readable offline, printable) and JSON (verifiable).")
+        st.caption("Prepare a report to download it as HTML (readable offline), JSON (verifiable) and PDF (for the file).")
         return
     report, path = prepared["report"], prepared["path"]
     name = f"{entry.name}-{case.key}-{report.sha256[:8]}"
-    columns = st.columns([1, 1, 3])
+    columns = st.columns([1, 1, 1, 3])
     columns[0].download_button("Download HTML", report.html.encode(), file_name=f"{name}.html", mime="text/html",
                                key=f"{key}_html", icon=":material/download:",
                                on_click=_record_download, args=(report, path, "html"))  # fmt: skip
     columns[1].download_button("Download JSON", report.json_text().encode(), file_name=f"{name}.json",
                                mime="application/json", key=f"{key}_json", icon=":material/download:",
                                on_click=_record_download, args=(report, path, "json"))  # fmt: skip
-    columns[2].caption(f"Report `{report.sha256[:16]}…` · decided **{report.predicted_class}** · downloads are "
+    columns[2].download_button("Download PDF", prepared["pdf"], file_name=f"{name}.pdf", mime="application/pdf",
+                               key=f"{key}_pdf", icon=":material/download:",
+                               on_click=_record_download, args=(report, path, "pdf"))  # fmt: skip
+    columns[3].caption(f"Report `{report.sha256[:16]}…` · decided **{report.predicted_class}** · downloads are "
                        "recorded in the audit log.")  # fmt: skip

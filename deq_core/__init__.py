@@ -45,6 +45,17 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "modality_shapley": _EXPLAIN, "robustness_sweep": _EXPLAIN, "top_features": _EXPLAIN, "feature_names": _EXPLAIN,
     # evaluation
     "compare_predictions": "deq_core.evaluate",
+    # money with its uncertainty, pilot read-outs (deq_core.costs)
+    "BreakEven": "deq_core.costs", "CostComparison": "deq_core.costs", "Interval": "deq_core.costs",
+    "PilotLog": "deq_core.costs", "PilotLogError": "deq_core.costs", "PilotReadout": "deq_core.costs",
+    "Prices": "deq_core.costs", "align_decisions": "deq_core.costs", "best_baseline": "deq_core.costs",
+    "break_even_months": "deq_core.costs", "compare_costs": "deq_core.costs", "error_costs": "deq_core.costs",
+    "format_money": ("deq_core.costs", "money"), "pilot_readout": "deq_core.costs", "read_pilot_log": "deq_core.costs",
+    "saving_sentence": "deq_core.costs",
+    # the model card and PDFs for the file
+    "CardFieldsError": "deq_core.card", "CardOptions": "deq_core.card", "ModelCard": "deq_core.card",
+    "build_card": "deq_core.card", "card_html": "deq_core.card", "card_markdown": "deq_core.card",
+    "stability_share": "deq_core.card", "card_pdf": "deq_core.pdf", "report_pdf": "deq_core.audit.pdf",
     # decision reports and the audit log
     "AuditLog": "deq_core.audit", "DecisionReport": "deq_core.audit", "HTML_NAME": "deq_core.audit",
     "JSON_NAME": "deq_core.audit", "ReportRecord": "deq_core.audit", "ReportSettings": "deq_core.audit",

@@ -7,6 +7,7 @@
     deq-lens stability --model M [--cases N] [--starts K] [--json]
     deq-lens data generate --dataset inspection --n N --out DIR [--seed S]
     deq-lens batch --model M --cases FOLDER --out DIR [--engine local|ray] [--decisions CSV] [--reports]
+    deq-lens card --model M --out DIR
 
 Each subcommand hands the rest of the command line to the module's own ``main(argv)``,
 so its options and output are exactly those of ``python -m deq_core.<module>``; only
@@ -55,6 +56,8 @@ COMMANDS: dict[str, Command] = {
     "data": Command("dataset tools: generate N cases as a dataset folder", "deq_core.data.generate:main"),
     "batch": Command("audit many decisions: batched records, Parquet + CSV, resumable (python -m deq_core.batch)",
                      "deq_core.batch.cli:main"),  # fmt: skip
+    "card": Command("the model card from measured figures: Markdown (Hugging Face), HTML, PDF (python -m deq_core.card)",
+                    "deq_core.card:main"),  # fmt: skip
     "audit": Command("decision reports and the audit log: report, verify, verify-log (python -m deq_core.audit)"),
 }
 AUDIT_MODULES = ("deq_core.audit.report", "deq_core.audit.cli")  # the first that has a main

@@ -9,7 +9,7 @@ compact margins so a page reads at 1280 x 800.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -515,3 +515,23 @@ def iterations_by_radius(frame: pd.DataFrame, height: int = 300) -> go.Figure:
     fig.update_xaxes(title="spectral radius of the Jacobian at z*")
     fig.update_yaxes(title="solver iterations")
     return _layout(fig, height)
+
+
+# --------------------------------------------------------------------------- money with its uncertainty
+
+
+def cost_intervals(costs: Mapping[str, tuple[float, float, float]], highlight: str | None = None,
+                   currency: str = "€", title: str = "expected cost per month") -> go.Figure:  # fmt: skip
+    """Each side's monthly cost as a bar with its 95% interval as an error bar (``deq_core.costs.Interval``s)."""
+    names = list(costs)
+    values = [costs[n][0] for n in names]
+    fig = go.Figure(go.Bar(
+        x=names, y=values, marker_color=[PALETTE[0] if n == highlight else "#9aa5b1" for n in names],
+        error_y=dict(type="data", symmetric=False, array=[costs[n][2] - costs[n][0] for n in names],
+                     arrayminus=[costs[n][0] - costs[n][1] for n in names], color="#3d4852", thickness=1.5),
+        text=[f"{currency}{v:,.0f}" for v in values], textposition="inside", insidetextanchor="end",
+        hovertemplate="%{x}: %{y:,.0f}<extra>95% interval in the error bar</extra>",
+    ))  # fmt: skip
+    top = max((costs[n][2] for n in names), default=1.0)
+    fig.update_yaxes(title=f"{title} ({currency})", rangemode="tozero", range=[0, top * 1.1 + 1e-9])
+    return _layout(fig, 300)

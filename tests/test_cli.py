@@ -18,7 +18,7 @@ from deq_core import ModelConfig, build_model, cli, save_model
 from deq_core.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("app", "train", "evaluate", "explain", "faithfulness", "robustness", "tune", "stability", "audit")
+SUBCOMMANDS = ("app", "train", "evaluate", "explain", "faithfulness", "robustness", "tune", "stability", "card", "audit")
 TIMING_KEYS = {"latency_ms_median", "seconds"}  # wall times: they differ between any two runs
 
 

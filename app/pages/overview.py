@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import frames, plots, resources
+from app import card_panel, cost_panel, frames, plots, resources
 from app.widgets import chart, show_table, table_with_download
 from deq_core import compare_predictions
 
@@ -14,10 +14,6 @@ from deq_core import compare_predictions
 
 def cases(n: int) -> str:
     return f"{n} case{'' if n == 1 else 's'}"
-
-
-def money(value: float) -> str:
-    return f"{'−' if value < 0 else ''}€{abs(value):,.0f}"
 
 
 entry = resources.require_model()
@@ -56,6 +52,7 @@ else:
     card[2].metric("Validation accuracy", "n/a", help="metrics.json is missing from the model folder.")
 card[3].metric("Checksum", entry.checksum[:8], help=f"SHA-256 over the weights and config: {entry.checksum}")
 card[3].caption(f"{entry.architecture.replace('_', '-')} fusion  \n`{entry.folder}`")
+card_box = st.container()  # the stability share and the card's downloads: measured in the background, filled last
 
 # --------------------------------------------------------------------------- DEQ vs baselines
 st.subheader("The DEQ against its baselines")
@@ -104,37 +101,22 @@ robustness_box = st.container()
 st.subheader("What the errors cost")
 normal = config.normal_class
 inputs = st.columns(4)
-cases_per_month = inputs[0].number_input("Cases per month", min_value=0, value=10_000, step=1_000, key="cost_cases",
-                                         help="How many parts are inspected per month.")  # fmt: skip
-if normal:
-    false_alarm_cost = inputs[1].number_input(
-        "Cost of a false alarm (€)", min_value=0.0, value=40.0, step=10.0, key="cost_false_alarm",
-        help=f"A good part ('{normal}') flagged as faulty: re-inspection time, scrap.",
-    )  # fmt: skip
-    miss_cost = inputs[2].number_input(
-        "Cost of a miss (€)", min_value=0.0, value=1_500.0, step=100.0, key="cost_miss",
-        help="A faulty part passed as good: warranty claim, recall, downtime at the customer.",
-    )  # fmt: skip
-    costs = frames.CostInputs(cases_per_month, false_alarm_cost, miss_cost, wrong_fault_cost=0.0)
-else:
-    wrong_cost = inputs[1].number_input("Cost of a wrong answer (€)", min_value=0.0, value=5.0, step=1.0, key="cost_wrong",
-                                        help="This dataset has no 'normal' class, so every error costs the same.")  # fmt: skip
-    costs = frames.CostInputs(cases_per_month, 0.0, 0.0, wrong_fault_cost=wrong_cost)
+prices = cost_panel.price_inputs(inputs[:3], normal)
 others = [name for name in evaluations if name != deq.name]
 if deq.name in evaluations and others:
-    baseline = inputs[3].selectbox("Compare the DEQ with", others, key="cost_baseline",
-                                   help="The model the saving is counted against.")  # fmt: skip
-    cost_table = frames.monthly_cost_table(evaluations, costs, normal)
-    saving = frames.saving_over(cost_table, deq.name, baseline)
-    yearly = 12 * saving
-    st.metric(
-        f"Monthly saving of the DEQ over {baseline}", money(saving), delta=f"{money(yearly)} per year",
-        delta_color="normal" if saving >= 0 else "inverse",
-        help="Expected cost of the baseline's errors minus the DEQ's, at the error rates both showed on the test split.",
-    )  # fmt: skip
-    chart(plots.monthly_cost(cost_table), "overview_cost")
+    baseline = cost_panel.baseline_select(inputs[3], others, {n: evaluations[n].accuracy for n in evaluations}, deq.name)
+    comparison = cost_panel.compare_on_test(predictions, prices, config.class_names, normal, deq.name, baseline,
+                                            identity=tuple((e.name, e.checksum) for e in siblings.values()))  # fmt: skip
+    cost_panel.show_saving(comparison, deq.name, baseline)
+    cost_table = frames.monthly_cost_table(evaluations, cost_panel.as_cost_inputs(prices), normal)
+    left, right = st.columns([3, 2])
+    with left:
+        chart(plots.monthly_cost(cost_table), "overview_cost")
+    with right:
+        chart(plots.cost_intervals({n: (c.value, c.low, c.high) for n, c in comparison.costs.items()}, deq.name,
+                                   title="cost per month, 95% interval"), "overview_cost_intervals")  # fmt: skip
     with st.expander("The cost table"):
-        table_with_download(cost_table, "overview_cost", f"{deq.name}-monthly-cost.csv")
+        table_with_download(cost_panel.with_intervals(cost_table, comparison), "overview_cost", f"{deq.name}-monthly-cost.csv")
 else:
     inputs[3].caption("A saving needs the DEQ and at least one baseline.")
 
@@ -157,3 +139,7 @@ with robustness_box:
                 f"{row.modality}: {row.verdict}", row.grade, help=row.sentence, border=True,
                 delta=f"keeps {row.retained_accuracy:.0%} of its accuracy", delta_color="off", delta_arrow="off",
             )  # fmt: skip
+
+# --------------------------------------------------------------------------- model card downloads (filled last)
+with card_box:
+    card_panel.card_section(entry)

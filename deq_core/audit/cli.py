@@ -63,6 +63,10 @@ def _report_cases(args) -> int:
                               source={"dataset": data.name, "split": args.split}, label=label)  # fmt: skip
         folder = folders[case_id]
         report = issue(report, log, folder, source="cli", scripts=out)  # one plotly.min.js for the run
+        if args.pdf:
+            from deq_core.audit.pdf import write_report_pdf
+
+            write_report_pdf(report, folder)
         r = report.data
         rows.append({
             "case_id": case_id, "label": r.prediction.label, "prediction": r.prediction.class_name,
@@ -80,6 +84,20 @@ def _report_cases(args) -> int:
         print(f"{len(rows)} reports under {out}; summary in {out / 'summary.csv'}")
     else:
         print(f"{out / HTML_NAME}\n{out / JSON_NAME}\nprediction: {rows[0]['prediction']}  sha256: {rows[0]['report_sha256']}")
+    return 0
+
+
+def _pdf(args) -> int:
+    """``audit pdf report.json ...``: a PDF per report, from the record (read and checked field by field)."""
+    from deq_core.audit.pdf import PDF_NAME, write_report_pdf
+
+    if args.out is not None and len(args.reports) > 1 and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} must be an existing folder when there are {len(args.reports)} reports")
+    for path in args.reports:
+        target = args.out if args.out is not None else path.parent / PDF_NAME
+        if target.is_dir():
+            target = target / (PDF_NAME if len(args.reports) == 1 else f"{path.parent.name or path.stem}.pdf")
+        print(write_report_pdf(path, target))
     return 0
 
 
@@ -158,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--device", default="cpu")
     report.add_argument("--db", default=None, help="audit log URL (default: $DEQ_LENS_AUDIT_DB or .cache/audit.sqlite)")
+    report.add_argument("--pdf", action="store_true", help="also write report.pdf (from the signed record) beside report.json")
+    pdf = commands.add_parser("pdf", help="write a PDF of an existing report.json (its figures from the record alone)")
+    pdf.add_argument("reports", type=Path, nargs="+", metavar="report.json")
+    pdf.add_argument("--out", default=None, type=Path, help="PDF file (one report) or folder (default: beside each report)")
     verify = commands.add_parser("verify", help="re-run a report's decision and compare")
     verify.add_argument("reports", type=Path, nargs="+", metavar="report.json")
     verify.add_argument("--model", default=None, type=Path, help="model folder (default: the one recorded)")
@@ -182,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "checkpoint":
             return _checkpoint(args)
+        if args.command == "pdf":
+            return _pdf(args)
         return _verify_log(args)
     except (ModelLoadError, ValueError, KeyError, FileNotFoundError, FileExistsError, SigningKeyError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -53,6 +53,9 @@ def test_inspect_report_is_prepared_on_request_downloaded_and_logged(audit_env):
     assert len(entries) == before + 1
     assert entries[0].source == "app" and entries[0].report_sha256 == record["report_sha256"]
     assert audit_env.verify().ok
+    assert prepared["pdf"].startswith(b"%PDF")  # the PDF of the same signed record, logged when downloaded
+    at.download_button(key="insp_report_pdf").click().run()
+    assert not at.exception and len(audit_env.entries()) == before + 2
 
 
 def test_lab_variant_report_carries_the_corruption_spec(audit_env):

@@ -78,12 +78,21 @@ def test_overview_shows_the_card_the_baselines_and_a_saving_that_follows_the_cos
     assert len(grades) == 3 and all(m.value in ("A", "B", "C", "D") for m in grades)
 
     at.selectbox(key="cost_baseline").set_value("inspection-late").run()
-    label = "Monthly saving of the DEQ over inspection-late"
+    label = "inspection-deq against inspection-late, per month"
     before = metric(at, label)
+    assert re.fullmatch(r"saves €[\d,]+|costs €[\d,]+ more|no measurable difference", before), before
+    def saving_sentence():
+        (sentence,) = [m.value for m in at.markdown if "95% interval" in m.value and "inspection-late" in m.value]
+        assert "−" not in sentence and "-€" not in sentence
+        return sentence
+
+    before = saving_sentence()
     at.number_input(key="cost_miss").set_value(90_000.0).run()
     at.number_input(key="cost_false_alarm").set_value(7_000.0).run()
     assert not at.exception
-    after = metric(at, label)
+    assert re.fullmatch(r"saves €[\d,]+|costs €[\d,]+ more|no measurable difference", metric(at, label))
+    after = saving_sentence()  # its interval moves with the prices even where the verdict stays "no measurable difference"
+    figure(at, "overview_cost_intervals")
     # The two models' error counts differ, so new prices change the saving unless both made no errors.
     costs = figure(at, "overview_cost")
     assert after != before or all(float(np.nansum(t.y)) == 0 for t in costs.data if t.type == "bar")
