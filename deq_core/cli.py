@@ -50,6 +50,7 @@ COMMANDS: dict[str, Command] = {
     "tune": Command("solver tolerance sweep: flips, iterations, latency", "deq_core.explain.tuning:main"),
     "stability": Command("stability and uniqueness of each decision's fixed point (python -m deq_core.stability)",
                          "deq_core.explain.stability:main"),  # fmt: skip
+    "edge": Command("ONNX export with a fixed solver budget: export, check", "deq_core.edge:main"),
     "audit": Command("decision reports and the audit log: report, verify, verify-log (python -m deq_core.audit)"),
 }
 AUDIT_MODULES = ("deq_core.audit.report", "deq_core.audit.cli")  # the first that has a main
