@@ -107,7 +107,8 @@ def _pcts(times: list[float]) -> dict:
     return {"p50": float(np.percentile(times, 50) * 1e3), "p95": float(np.percentile(times, 95) * 1e3)}
 
 
-def check_onnx(model_dir: str, onnx_path: str, split: str = "test", repeats: int = 20) -> EdgeCheck:
+def check_onnx(model_dir: str, onnx_path: str, split: str = "test", repeats: int = 20,
+               max_cases: int | None = None) -> EdgeCheck:
     """Compare the exported graph with the full tolerance-based PyTorch solve on ``split``."""
     import numpy as np
     import torch
@@ -117,7 +118,7 @@ def check_onnx(model_dir: str, onnx_path: str, split: str = "test", repeats: int
     torch.set_num_threads(1)
     lens = Lens.open(model_dir, device="cpu")
     model = lens.model.eval()
-    data = lens.data(split)
+    data = lens.data(split, max_cases=max_cases)
     sess = _session(onnx_path)
     feed = lambda xs: {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)}  # noqa: E731
     with torch.no_grad():
