@@ -58,6 +58,7 @@ COMMANDS: dict[str, Command] = {
                      "deq_core.batch.cli:main"),  # fmt: skip
     "card": Command("the model card from measured figures: Markdown (Hugging Face), HTML, PDF (python -m deq_core.card)",
                     "deq_core.card:main"),  # fmt: skip
+    "edge": Command("ONNX export with a fixed solver budget: export, check", "deq_core.edge:main"),
     "audit": Command("decision reports and the audit log: report, verify, verify-log (python -m deq_core.audit)"),
 }
 AUDIT_MODULES = ("deq_core.audit.report", "deq_core.audit.cli")  # the first that has a main

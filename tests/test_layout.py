@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {"deq_core", "deq_core.engine", "deq_core.explain", "deq_core.audit", "deq_core.data", "deq_core.train",
           "deq_core.evaluate", "deq_core.cli", "deq_core.cache", "deq_core.figures", "deq_core.testing",
-          "deq_core.batch"}  # fmt: skip
+          "deq_core.batch", "deq_core.edge"}  # fmt: skip
 
 
 def _deq_imports(path: Path) -> list[tuple[int, str, tuple[str, ...]]]:
