@@ -49,7 +49,7 @@ def test_compared_model_defaults_to_the_best_baseline_and_prices_survive_a_page_
     at = run(AppTest.from_file(str(APP), default_timeout=TIMEOUT))
     table = at.dataframe[0].value
     others = table[table["model"] != "inspection-deq"]
-    best = others.sort_values("accuracy", ascending=False, kind="stable")["model"].iloc[0]
+    best = others.sort_values("accuracy (%)", ascending=False, kind="stable")["model"].iloc[0]
     assert at.selectbox(key="cost_baseline").value == best
     at.number_input(key="cost_miss").set_value(2_345.0)
     at.selectbox(key="cost_baseline").set_value("inspection-early")

@@ -55,5 +55,5 @@ def test_tuning_shows_the_spectral_radii_of_the_test_set(lens_env):
     ids = [e.proto.id for e in at.get("plotly_chart")]
     assert any(i.endswith("tune_radii") for i in ids) and any(i.endswith("tune_radius_iterations") for i in ids), ids
     assert {"Median spectral radius", "Largest", "Unique equilibrium", "Same decision"} <= {m.label for m in at.metric}
-    tables = [d.value for d in at.dataframe if "spectral_radius" in d.value.columns]
+    tables = [d.value for d in at.dataframe if "spectral radius" in d.value.columns]  # the readable header
     assert len(tables) == 1 and len(tables[0]) == TEST_CASES
