@@ -257,11 +257,16 @@ def _blur(x, severity, context):
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = (kernel / kernel.sum()).to(dtype=x.dtype, device=x.device)
-    # Separable: along the width, then the height; edges replicated so borders do not darken.
-    out = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"),
-                   kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)  # fmt: skip
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"),
-                    kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)  # fmt: skip
+    # Separable: along the width, then the height; edges replicated so borders do not darken. One case
+    # at a time: a batched convolution may take another kernel path than a single case's and differ in the
+    # last bit, and a case must get the same corruption alone and in a batch (seen on some CPUs).
+    def one(case: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(F.pad(case, (radius, radius, 0, 0), mode="replicate"),
+                       kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)  # fmt: skip
+        return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"),
+                        kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)  # fmt: skip
+
+    return torch.cat([one(x[i : i + 1]) for i in range(len(x))]) if len(x) else x
 
 
 @_register("occlusion", "image")

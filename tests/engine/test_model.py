@@ -91,7 +91,9 @@ def test_every_architecture_learns_a_toy_task(architecture):
     model = tiny_model(architecture).train()
     inputs = tiny_inputs(48, seed=7)
     labels = (inputs[3][:, 0] > 0).long() + (inputs[1][:, 0].mean(dim=1) > 0).long()  # depends on two modalities
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    # lr 5e-3: at 1e-2 the tiny DEQ's loss stalls near 1.0 for 25 steps on some CPUs' numerics (it passed on
+    # others); past ~30 steps at 5e-3 it can blow up again: a fragility of the untrained tiny DEQ, noted in experiments.md.
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
     for _ in range(25):
         out = model.run(inputs, jacobian_probes=1 if architecture == "deq" else 0)
@@ -102,7 +104,7 @@ def test_every_architecture_learns_a_toy_task(architecture):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    # lr 1e-2 makes single steps spiky; the loss must come down and stay down.
+    # single steps are spiky; the loss must come down and stay down.
     assert min(losses[-5:]) < 0.5 * losses[0]
     assert sum(losses[-5:]) / 5 < 0.8 * losses[0]
 
