@@ -153,7 +153,7 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     wait_idle(page)
     seen["seconds_to_overview_complete"] = launch_seconds + time.perf_counter() - start
     seen["overview_grades"] = page.locator('[data-testid="stMetricLabel"]').filter(has_text="affected").count()
-    seen["overview_saving"] = metric(page, "Monthly saving")
+    seen["overview_saving"] = metric(page, "per month")  # "<model> against <other>, per month"
     seen["model_box_fits"] = model_box_fits(page)
     seen["clipped_tables"] = {"overview": clipped_tables(page)}
     shoot(page, out, "overview", seen)
