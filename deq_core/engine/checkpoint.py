@@ -147,21 +147,7 @@ def load_model(folder: str | Path, device: str | torch.device = "auto", verify_c
         raise ModelLoadError(f"{weights_path}: unreadable safetensors file ({error})") from error
     model = build_model(config)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{weights_path}: weights do not fit config {config.architecture!r}: "
-            f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
-        )
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
-            raise ModelLoadError(
-                f"{weights_path}: tensor {name!r} has shape {tuple(tensor.shape)} {tensor.dtype}, "
-                f"the config needs {tuple(expected[name].shape)} {expected[name].dtype}"
-            )
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ModelLoadError(f"{weights_path}: tensor {name!r} holds NaN or infinite values")
+    _check_tensors(weights_path, tensors, expected, f"config {config.architecture!r}")
     model.load_state_dict(tensors)
     return model.to(resolve_device(device)).eval()
 
