@@ -48,9 +48,9 @@ class LensWorker:
 
         out_index, out_rows = [], []
         for index, blob in zip(batch["index"], batch["payload"]):
-            rows = compute_payload(self.lens, pickle.loads(blob), self.options)
+            rows_and_reports = compute_payload(self.lens, pickle.loads(blob), self.options)
             out_index.append(int(index))
-            out_rows.append(pickle.dumps(rows))
+            out_rows.append(pickle.dumps(rows_and_reports))
         return {"index": out_index, "rows": out_rows}
 
 
@@ -68,8 +68,8 @@ def _init(options) -> bool:
     return True
 
 
-def ray_engine(options, payloads: Iterator[dict]) -> Iterator[tuple[int, list[dict]]]:
-    """Chunks computed by ``options.workers`` actors, yielded in chunk order."""
+def ray_engine(options, payloads: Iterator[dict]) -> Iterator[tuple[int, list[dict], list | None]]:
+    """Chunks computed by ``options.workers`` actors, yielded in chunk order: index, records, reports."""
     import ray
     import ray.data
 
@@ -88,7 +88,7 @@ def ray_engine(options, payloads: Iterator[dict]) -> Iterator[tuple[int, list[di
                                    "threads": options.threads},
         )  # fmt: skip
         for row in dataset.iter_rows():
-            yield int(row["index"]), pickle.loads(row["rows"])
+            yield int(row["index"]), *pickle.loads(row["rows"])
     finally:
         if started:
             ray.shutdown()

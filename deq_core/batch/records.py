@@ -11,6 +11,7 @@ without recomputing. Stability (spectral radius, uniqueness) is per case, as
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -50,12 +51,14 @@ class RecordOptions:
 
 
 def explain_chunk(model, inputs: Sequence[torch.Tensor], texts: Sequence[Mapping[str, str]],
-                  options: RecordOptions) -> list:  # fmt: skip
+                  options: RecordOptions, share_features: bool = True) -> list:  # fmt: skip
     """``explain_case`` for each case of a chunk, with every solve batched across the chunk.
 
     Returns one ``Explanation`` per case (``attribution`` None when ``options.ig`` is off).
+    ``share_features``: encode the cases once for the trace, the coalitions and the
+    cross-check (False: each step encodes its own inputs, as ``explain_case`` does).
     """
-    from deq_core.engine.model import EquilibriumModel
+    from deq_core.engine.model import EquilibriumModel, FusionModel
     from deq_core.engine.trajectory import trace
     from deq_core.explain.attribution import case_batch, evaluation_mode, integrated_gradients, summarise_solves
     from deq_core.explain.explanation import Explanation, assess
@@ -68,15 +71,19 @@ def explain_chunk(model, inputs: Sequence[torch.Tensor], texts: Sequence[Mapping
         b = x[0].shape[0]
         trajectories: list = [None] * b
         with torch.no_grad():
+            # The cases are encoded once, and the trace, the 2^M coalitions and the cross-check reuse the
+            # features (the encoders are most of a case's cost without IG). The project's own models only:
+            # an adapter's encode is not promised to keep each modality's features to its own input.
+            features = model.encode(x) if share_features and isinstance(model, FusionModel) else None
             if isinstance(model, EquilibriumModel):
-                output, trajectories = trace(model, x)
+                output, trajectories = trace(model, x, features=features)
             else:
-                output = model.run(x)
+                output = model.run(x, features=features)
         probabilities = torch.softmax(output.logits.double(), dim=-1).cpu()
         targets = probabilities.argmax(dim=1)
         attributions = (integrated_gradients(model, x, targets, None, n_steps=options.resolved_steps())
                         if options.ig else [None] * b)  # fmt: skip
-        shapleys = modality_shapley(model, x, targets, cross_check=options.cross_check)
+        shapleys = modality_shapley(model, x, targets, cross_check=options.cross_check, features=features)
     seconds = (time.perf_counter() - started) / b
     out = []
     for i in range(b):
@@ -193,11 +200,42 @@ def chunk_records(lens, inputs: Sequence[torch.Tensor], ids: Sequence[str], labe
         explanations = explain_chunk(lens.model, inputs, texts, options)
     cases = chunk_cases(lens.modalities, inputs, ids, labels, texts, dataset)
     stable = options.stability_starts > 0 and lens.equilibrium and lens.config.architecture == "deq"
-    rows = []
+    rows, kept = [], []
     for case, explanation, label in zip(cases, explanations, labels):
         stability = lens.stability(case, starts=options.stability_starts) if stable else None
+        explanation = with_stability(explanation, stability)
         rows.append(case_record(explanation, case.key, label, stability, options.top_features))
-    return (rows, cases, explanations) if keep_explanations else rows
+        kept.append(explanation)
+    return (rows, cases, kept) if keep_explanations else rows
+
+
+def with_stability(explanation, stability):
+    """``explanation`` with its fixed point's stability attached and its warnings in the reliability verdict,
+    as ``explain_case`` assesses them (last, after the solve and attribution warnings)."""
+    if stability is None:
+        return explanation
+    extra = tuple(stability.warnings())
+    reliability = dataclasses.replace(explanation.reliability, warnings=explanation.reliability.warnings + extra,
+                                      reliable=explanation.reliability.reliable and not extra)  # fmt: skip
+    return dataclasses.replace(explanation, stability=stability, reliability=reliability)
+
+
+def reports_reuse_records(options: RecordOptions) -> bool:
+    """Whether a chunk's explanations are those a default decision report records (``ReportSettings()``,
+    ``STABILITY_STARTS`` starts), so ``--reports`` can issue them instead of explaining every case again."""
+    from deq_core.audit.report import ReportSettings
+    from deq_core.explain.explanation import STABILITY_STARTS
+
+    settings = ReportSettings()
+    return (options.ig and options.cross_check == settings.cross_check and options.resolved_steps() == settings.n_steps
+            and options.stability_starts == STABILITY_STARTS)  # fmt: skip
+
+
+def chunk_reports(lens, cases: Sequence[Case], explanations: Sequence, source: Mapping) -> list:
+    """The chunk's decision reports built from its explanations (``Lens.report(explanation=...)``: nothing is
+    recomputed); the driver signs, logs and writes them. ``verify`` re-runs each case alone: the batched
+    numbers equal one-at-a-time ones within the batch-invariance tolerance, well inside its own."""
+    return [lens.report(case, explanation=e, source=dict(source)) for case, e in zip(cases, explanations)]
 
 
 def one_at_a_time_records(lens, cases: Sequence[Case], options: RecordOptions) -> list[dict]:
@@ -208,9 +246,11 @@ def one_at_a_time_records(lens, cases: Sequence[Case], options: RecordOptions) -
     for case in cases:
         if options.ig:
             explanation = lens.explain(case, n_steps=options.resolved_steps(), cross_check=options.cross_check)
-        else:
+        else:  # explain_case's steps without IG: each encodes its own inputs
             with lens.lock:
-                (explanation,) = explain_chunk(lens.model, case.inputs, [case.texts], options)
+                (explanation,) = explain_chunk(lens.model, case.inputs, [case.texts], options, share_features=False)
         stability = lens.stability(case, starts=options.stability_starts) if stable else None
+        if not options.ig:  # Lens.explain has assessed its own stability already
+            explanation = with_stability(explanation, stability)
         rows.append(case_record(explanation, case.key, case.label, stability, options.top_features))
     return rows

@@ -237,10 +237,12 @@ def plan(n: int, size: int) -> list[Chunk]:
     return [Chunk(k, s, min(s + size, n)) for k, s in enumerate(range(0, n, size))]
 
 
-def chunk_payload(data, chunk: Chunk) -> dict:
-    """What a worker needs for one chunk, as plain arrays (Ray ships it to an actor)."""
+def chunk_payload(data, chunk: Chunk, report_source: dict | None = None) -> dict:
+    """What a worker needs for one chunk, as plain arrays (Ray ships it to an actor); ``report_source``: what
+    the chunk's reports record as their source (None: no reports)."""
     rows = range(chunk.start, chunk.stop)
     return {
+        "report_source": report_source,
         "index": chunk.index,
         "inputs": [x[chunk.start : chunk.stop].numpy() for x in data.inputs],
         "ids": [data.ids[i] for i in rows],
@@ -250,21 +252,30 @@ def chunk_payload(data, chunk: Chunk) -> dict:
     }
 
 
-def compute_payload(lens, payload: dict, options: RecordOptions) -> list[dict]:
-    """Records of one chunk's payload (the same call on every engine)."""
+def compute_payload(lens, payload: dict, options: RecordOptions) -> tuple[list[dict], list | None]:
+    """Records of one chunk's payload (the same call on every engine), and its decision reports when the
+    payload asks for them (``report_source``) and the records' explanations are a report's (else None:
+    the driver explains those cases again, with the report's settings)."""
     import torch
 
-    from .records import chunk_records
+    from .records import chunk_records, chunk_reports, reports_reuse_records
 
     inputs = [torch.from_numpy(x) for x in payload["inputs"]]
     torch.manual_seed(0)
-    return chunk_records(lens, inputs, payload["ids"], payload["labels"], payload["texts"], options, payload["dataset"])
+    source = payload.get("report_source")
+    if source is None or not reports_reuse_records(options):
+        rows = chunk_records(lens, inputs, payload["ids"], payload["labels"], payload["texts"], options,
+                             payload["dataset"])  # fmt: skip
+        return rows, None
+    rows, cases, explanations = chunk_records(lens, inputs, payload["ids"], payload["labels"], payload["texts"],
+                                              options, payload["dataset"], keep_explanations=True)  # fmt: skip
+    return rows, chunk_reports(lens, cases, explanations, source)
 
 
-def local_engine(lens, payloads: Iterator[dict], options: RecordOptions) -> Iterator[tuple[int, list[dict]]]:
+def local_engine(lens, payloads: Iterator[dict], options: RecordOptions) -> Iterator[tuple[int, list[dict], list | None]]:
     """Chunks in order, in this process: no Ray imported."""
     for payload in payloads:
-        yield payload["index"], compute_payload(lens, payload, options)
+        yield payload["index"], *compute_payload(lens, payload, options)
 
 
 # ----------------------------------------------------------------------------- the log
@@ -290,17 +301,20 @@ def _logged_hashes(log, model_name: str, case_id: str) -> set[str]:
     return {e.report_sha256 for e in log.entries(model_name=model_name, case_id=case_id)}
 
 
-def log_chunk(lens, log, out: Path, index: int, rows: list[dict], cases: dict | None, check_existing: bool) -> int:
+def log_chunk(lens, log, out: Path, index: int, rows: list[dict], cases: dict | None, check_existing: bool,
+              reports: list | None = None) -> int:  # fmt: skip
     """Append the chunk's rows to the audit log in case order; returns how many were appended.
 
     ``check_existing``: the chunk may be partly logged (a kill): skip rows already there.
-    With ``cases`` (case id -> Case; ``--reports``) each row is a report issued by
-    ``Lens.issue`` into ``reports/<case id>``.
+    With ``cases`` (case id -> Case; ``--reports``) each row is a report issued into
+    ``reports/<case id>``: one of ``reports`` (built by the engine from the row's own
+    explanation), or, where there is none (a chunk logged after a restart), ``Lens.issue``.
     """
     appended = 0
+    built = {r.case_id: r for r in reports or ()}
     for row in rows:
         if cases is not None:
-            appended += _issue_report(lens, log, out, row, cases[row["case_id"]])
+            appended += _issue_report(lens, log, out, row, cases[row["case_id"]], built.get(row["case_id"]))
             continue
         if check_existing and row["record_sha256"] in _logged_hashes(log, lens.name, row["case_id"]):
             continue
@@ -311,9 +325,15 @@ def log_chunk(lens, log, out: Path, index: int, rows: list[dict], cases: dict | 
     return appended
 
 
-def _issue_report(lens, log, out: Path, row: dict, case) -> int:
-    """One verifiable report via ``Lens.issue``; a report already issued (or logged before a kill) is not redone."""
-    from deq_core.audit.report import CLAIM_NAME, JSON_NAME, read_claim
+def report_source(case, out: Path) -> dict:
+    """What a batch report records as its source."""
+    return {"dataset": case.provenance.dataset, "split": "all", "batch": str(out)}
+
+
+def _issue_report(lens, log, out: Path, row: dict, case, report=None) -> int:
+    """One verifiable report (``report``, else via ``Lens.issue``); one already issued (or logged before a kill)
+    is not redone."""
+    from deq_core.audit.report import CLAIM_NAME, JSON_NAME, issue, read_claim
 
     folder = out / REPORTS / row["case_id"]
     if (folder / JSON_NAME).exists():
@@ -323,7 +343,10 @@ def _issue_report(lens, log, out: Path, row: dict, case) -> int:
         if claim.get("report_sha256") in _logged_hashes(log, lens.name, row["case_id"]):
             return 0  # logged, then killed before the file was written: the claim stays as the log's explanation
         (folder / CLAIM_NAME).unlink()  # killed before logging: nothing points here
-    lens.issue(case, folder, log=log, source={"dataset": case.provenance.dataset, "split": "all", "batch": str(out)})
+    if report is not None:
+        issue(report, log, folder)
+    else:
+        lens.issue(case, folder, log=log, source=report_source(case, out))
     return 1
 
 
@@ -388,9 +411,9 @@ def run_batch(options: BatchOptions, lens=None) -> BatchResult:
     appended = 0
     first_back, last_back, steady = None, None, 0
 
-    def finish(index: int, rows: list[dict], check: bool) -> None:
+    def finish(index: int, rows: list[dict], check: bool, reports: list | None = None) -> None:
         nonlocal appended
-        appended += log_chunk(lens, log, out, index, rows, cases, check)
+        appended += log_chunk(lens, log, out, index, rows, cases, check, reports)
         logged.add(index)
         _write_json(out / STATE_FILE, {"logged": sorted(logged)})
 
@@ -398,12 +421,13 @@ def run_batch(options: BatchOptions, lens=None) -> BatchResult:
     for c in chunks:
         if c.index in on_disk and c.index not in logged:
             finish(c.index, _read_parquet(chunk_path(out, c.index)), check=True)
-    payloads = (chunk_payload(data, c) for c in todo)
+    source = report_source(next(iter(cases.values())), out) if cases else None  # None: no reports
+    payloads = (chunk_payload(data, c, source) for c in todo)
     engine = local_engine(lens, payloads, options.records) if options.engine == "local" else _ray(options, payloads)
-    for index, rows in engine:  # in chunk order, whatever the engine
+    for index, rows, reports in engine:  # in chunk order, whatever the engine
         rows = _production(rows, decisions)
         _write_parquet(chunk_path(out, index), rows)
-        finish(index, rows, check=False)
+        finish(index, rows, check=False, reports=reports)
         bar.update(len(rows))
         last_back = time.perf_counter()
         if first_back is None:

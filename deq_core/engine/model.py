@@ -218,19 +218,21 @@ class EquilibriumModel(FusionModel):
         z0 = x.new_zeros(x.shape[0], self.n_modalities + 1, self.config.width)
         return BoundUpdate(self.update, x, x_fuse), z0
 
-    def parts(self, inputs: Inputs, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def parts(self, inputs: Inputs, states: torch.Tensor,
+              features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """Evaluate f at given states of the same cases.
 
         Args:
             inputs: the cases' raw inputs, batch b.
             states: ``(steps, b, N+1, d)`` iterates, e.g. ``SolveResult.states``.
+            features: the cases' features, already computed (as ``encode``).
 
         Returns:
             ``(f(states), gates, purified)`` with shapes ``(steps, b, N+1, d)``,
             ``(steps, b, N, d)``, ``(steps, b, N, d)``.
         """
         steps, batch = states.shape[:2]
-        x = self.encode(inputs)
+        x = self.encode(inputs, features)
         x_fuse = self.update.inject(x)
         repeat = lambda t: t.unsqueeze(0).expand(steps, *t.shape).reshape(steps * batch, *t.shape[1:])  # noqa: E731
         out, gates, purified = self.update(

@@ -81,19 +81,25 @@ class Trajectory:
 
 @torch.no_grad()
 def trace(
-    model: FusionModel, inputs: Inputs, solver: SolverSettings | None = None
+    model: FusionModel, inputs: Inputs, solver: SolverSettings | None = None, features: torch.Tensor | None = None
 ) -> tuple[FusionOutput, list[Trajectory]]:
     """Solve with recording and return the output and one ``Trajectory`` per case.
 
     The per-iteration gates, purified terms and probabilities are recomputed from
     the recorded iterates in one batched f evaluation, so the solver stays generic.
+    ``features``: the cases' encoder features, already computed (``model.encode``);
+    None: encoded here.
     """
     if not is_equilibrium(model):
         raise TypeError(f"a {model.config.architecture!r} model has no equilibrium to trace")
-    output = model.run(inputs, record=True, solver=solver)
+    if features is None:
+        output = model.run(inputs, record=True, solver=solver)
+        images, gates, purified = model.parts(inputs, output.solve.states)
+    else:
+        output = model.run(inputs, record=True, solver=solver, features=features)
+        images, gates, purified = model.parts(inputs, output.solve.states, features=features)
     result = output.solve
     states = result.states  # (steps, batch, N+1, d) on the CPU
-    images, gates, purified = model.parts(inputs, states)
     probabilities = torch.softmax(model.head(images[:, :, model.n_modalities]), dim=-1).cpu()
     gates, purified = gates.cpu(), purified.cpu()
     config = model.config

@@ -227,3 +227,29 @@ def test_reports_are_verifiable_and_not_reissued(lens, tmp_path):
     (out / "state.json").write_text('{"logged": [0]}')
     assert run_batch(options, lens=lens).logged_rows == 1 and report.is_file()
     assert len(_log_rows(url)) == 3  # the one re-issued report; the first case was not logged again
+
+
+def test_reports_are_issued_from_the_records_own_explanations(lens, tmp_path, monkeypatch):
+    """--reports with the report's settings explains each case once: the report is built from the batched
+    explanation its record came from, and still verifies (a one-case re-run)."""
+    import deq_core.audit.report as report_module
+
+    cases = generate_folder("inspection", 2, tmp_path / "two")
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    out = tmp_path / "run"
+
+    def no_second_explanation(*args, **kwargs):
+        raise AssertionError("a report explained its case again")
+
+    monkeypatch.setattr(report_module, "explain_case", no_second_explanation)
+    run_batch(BatchOptions(model=MODEL, cases=cases, out=out, log=url, chunk=2, progress=False, reports=True),
+              lens=lens)  # fmt: skip
+    monkeypatch.undo()
+    records = pd.read_parquet(out / RECORDS_FILE).set_index("case_id")
+    for case_id in ("insp-test-0000", "insp-test-0001"):
+        path = out / "reports" / case_id / "report.json"
+        record = json.loads(path.read_text())
+        assert record["prediction"]["probabilities"][record["prediction"]["class"]] == pytest.approx(
+            records.loc[case_id, "confidence"], abs=1e-12)  # fmt: skip
+        assert record["stability"] is not None
+        assert Lens.verify(path, log=url).ok

@@ -135,3 +135,27 @@ def test_to_dict_round_trips_through_json(contractive_deq):
     data = json.loads(json.dumps(s.to_dict(), allow_nan=False))
     assert set(data["values"]) == {"photo", "sensors", "note", "stats"}
     assert len(data["coalition_values"]) == 16 and len(data["interactions"]) == 4
+
+
+@pytest.mark.parametrize("architecture", ["deq", "weight_tied", "early", "late"])
+def test_coalitions_built_from_the_encoded_features_equal_those_from_the_inputs(architecture):
+    """The batch audit encodes each case once and builds the coalitions and the cross-check from its
+    features: the same values as encoding every coalition's inputs (within float rounding)."""
+    from conftest import make_contractive, tiny_model
+
+    model = tiny_model(architecture, seed=3).eval()
+    if architecture in ("deq", "weight_tied"):
+        make_contractive(model)
+    inputs = tiny_inputs(4, seed=2)
+    with torch.no_grad():
+        features = model.encode(inputs)
+    plain = modality_shapley(model, inputs)
+    shared = modality_shapley(model, inputs, features=features)
+    for a, b in zip(plain, shared):
+        assert a.target == b.target
+        assert torch.allclose(a.coalition_values, b.coalition_values, atol=1e-6, rtol=0)
+        assert torch.allclose(a.ablation, b.ablation, atol=1e-6, rtol=0)
+        assert b.ablation_max_abs_diff < 1e-6  # the cross-check still agrees with the coalitions
+    # and the features are what the coalitions use: others give other values
+    other = modality_shapley(model, inputs, features=features + 0.5)
+    assert any(not torch.allclose(a.coalition_values, c.coalition_values, atol=1e-4) for a, c in zip(plain, other))
