@@ -221,9 +221,9 @@ def export_onnx(model_dir, steps: int, out: str | Path, precision: str = "fp32",
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         with torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in torch 2.9+; the dynamo one does not yet
-            # export this graph with a dynamic batch axis here. Its tracer warnings are about
-            # GroupNorm's batch-size check, which holds for any batch (N+1 rows per case).
+            # The TorchScript exporter (dynamo=False) warns that it is deprecated in torch 2.9+;
+            # its tracer warning is about GroupNorm's "more than one value per channel" check,
+            # which holds for any batch (N+1 rows per case).
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(unrolled(model, steps, a, args), args, str(fp32_path), opset_version=OPSET, dynamo=False,
