@@ -55,9 +55,20 @@ def session(path: str | Path, threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64,
+              "tensor(int32)": np.int32}  # fmt: skip
+
+
 def run_onnx(sess, inputs) -> tuple[np.ndarray, np.ndarray]:
-    """``(probabilities, residual)`` of the exported graph for the model's input tensors."""
-    feed = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}
+    """``(probabilities, residual)`` of the exported graph for the model's input tensors.
+
+    Each input is cast to the type the graph declares (a case read from a file may carry
+    its tokens as int32 or its pixels as float64, which onnxruntime refuses).
+    """
+    if len(inputs) != len(sess.get_inputs()):
+        raise ValueError(f"the exported graph takes {len(sess.get_inputs())} inputs, got {len(inputs)}")
+    feed = {i.name: np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x,
+                               dtype=ONNX_TYPES.get(i.type)) for i, x in zip(sess.get_inputs(), inputs)}  # fmt: skip
     probabilities, residual = sess.run(None, feed)
     return probabilities, residual
 
