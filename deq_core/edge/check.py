@@ -104,8 +104,8 @@ def latency(sess, model, data, repeats: int = 20, batches: tuple[int, ...] = (1,
 
 
 def check_onnx(model_dir, onnx_path: str | Path, split: str = "test", repeats: int = 20,
-               max_cases: int | None = None) -> EdgeCheck:  # fmt: skip
-    """Compare the exported graph with the full tolerance-based PyTorch solve on ``split``.
+               max_cases: int | None = None, data=None) -> EdgeCheck:  # fmt: skip
+    """Compare the exported graph with the full tolerance-based PyTorch solve on ``split`` (or ``data``).
 
     Refuses a file exported from another model (its metadata names the model's checksum).
     """
@@ -120,7 +120,7 @@ def check_onnx(model_dir, onnx_path: str | Path, split: str = "test", repeats: i
         raise ValueError(f"{path} was exported from model {meta.get('model')!r} (checksum "
                          f"{meta['model_checksum'][:12]}...), not from {lens.name} ({lens.checksum[:12]}...)")  # fmt: skip
     model = lens.model.eval()
-    data = lens.data(split, max_cases=max_cases)
+    data = data if data is not None else lens.data(split, max_cases=max_cases)
     sess = session(path)
     with torch.no_grad():
         full = torch.softmax(model.run(data.inputs).logits, -1).numpy()
