@@ -76,3 +76,18 @@ def test_a_file_of_another_model_is_refused_in_a_report(saved, case, tmp_path):
     other_onnx = export_onnx(Lens(other), 3, tmp_path / "other.onnx", calibration=tiny_inputs(8, seed=5))
     with pytest.raises(ValueError, match="not exported from this model"):
         build_report(model, folder, case, "case-0", settings=SETTINGS, edge=other_onnx)
+
+
+def test_audit_verify_cli_takes_the_file_s_new_place(saved, case, audit, tmp_path, capsys):
+    from deq_core.audit import main
+
+    model, folder, onnx = saved
+    issued(build_report(model, folder, case, "case-0", settings=SETTINGS, edge=onnx), audit, tmp_path / "report")
+    moved = tmp_path / "station" / "m.onnx"
+    moved.parent.mkdir()
+    onnx.rename(moved)
+    db = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    assert main(["verify", str(tmp_path / "report" / "report.json"), "--db", db]) == 1
+    assert "is missing" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "report" / "report.json"), "--db", db, "--onnx", str(moved)]) == 0
+    assert "exported model" in capsys.readouterr().out
