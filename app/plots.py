@@ -22,6 +22,7 @@ from deq_core.figures import (
     cost_intervals,
     dose_response,
     equal_compute,
+    flips_by_steps,
     fused_path,
     gate_share_bars,
     iterations_by_radius,

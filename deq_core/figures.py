@@ -433,6 +433,33 @@ def tolerance_sweep(frame: pd.DataFrame, recommended: float | None, current: flo
     return _layout(fig, height)
 
 
+def flips_by_steps(frame: pd.DataFrame, chosen: int | None, selected: int | None = None, height: int = 300) -> go.Figure:
+    """Edge export: flips and probability gaps against the unrolled steps K (``StepsTable`` rows as a frame).
+
+    Columns ``steps``, ``flips``, ``max_dp_full``, ``max_dp_fixed_point``; the chosen K
+    (no flips from there on) in green, the K being exported dotted.
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("decisions that differ from the full model",
+                                                        "largest probability difference"))  # fmt: skip
+    fig.add_scatter(x=frame["steps"], y=frame["flips"], mode="lines+markers", name="flips", line=dict(color="#d94a57"),
+                    row=1, col=1)  # fmt: skip
+    fig.add_scatter(x=frame["steps"], y=frame["max_dp_full"].clip(lower=1e-9), mode="lines+markers",
+                    name="to the full model", line=dict(color=PALETTE[0]), row=1, col=2)  # fmt: skip
+    fig.add_scatter(x=frame["steps"], y=frame["max_dp_fixed_point"].clip(lower=1e-9), mode="lines+markers",
+                    name="to the fixed point", line=dict(color=PALETTE[0], dash="dash"), row=1, col=2)  # fmt: skip
+    fig.add_hline(y=1e-4, line=dict(color="#6b7280", dash="dot"), row=1, col=2)
+    for col in (1, 2):
+        if chosen is not None:
+            fig.add_vline(x=chosen, line=dict(color="#079464", width=2), row=1, col=col)
+        if selected is not None and selected != chosen:
+            fig.add_vline(x=selected, line=dict(color="#1c2b36", dash="dot"), row=1, col=col)
+    fig.update_xaxes(title="unrolled steps K")
+    fig.update_yaxes(rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    fig.update_annotations(font_size=12)
+    return _layout(fig, height)
+
+
 def _accuracy_dtick(span: float) -> float:
     """Tick step for an accuracy axis spanning ``span``: about four to eight ticks, never finer than 0.5 points."""
     for step in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2):

@@ -362,10 +362,13 @@ class Lens:
     # ----------------------------------------------------------------------- reports
 
     def report(self, case: Case, settings: "ReportSettings | None" = None, corruption: "CorruptionSet | None" = None,
-               explanation: "Explanation | None" = None, source: Mapping | None = None) -> "DecisionReport":  # fmt: skip
+               explanation: "Explanation | None" = None, source: Mapping | None = None,
+               edge: str | Path | None = None) -> "DecisionReport":  # fmt: skip
         """A verifiable decision report of ``case`` (with ``corruption`` applied before the decision).
 
         ``source`` is recorded as is; default: the case's provenance (dataset and split, or an upload).
+        ``edge``: an .onnx file exported from this model that also decided the case (``deq_core.edge``);
+        its hash, K, precision and decision are recorded and ``verify`` re-runs it.
         """
         from deq_core.audit import ReportSettings, build_report
 
@@ -381,7 +384,7 @@ class Lens:
             anchors = self.stability_anchors((settings or ReportSettings()).solver)
             return build_report(self.model, self.folder, case.inputs, case.key, texts=case.texts, corruption=corruption,
                                 settings=settings, label=case.label, explanation=explanation, source=source,
-                                anchors=anchors)  # fmt: skip
+                                anchors=anchors, edge=edge)  # fmt: skip
 
     def issue(self, case: Case, folder: str | Path | None = None, settings: "ReportSettings | None" = None,
               corruption: "CorruptionSet | None" = None, log=None, **options: Any) -> "DecisionReport":  # fmt: skip

@@ -6,7 +6,7 @@ import dataclasses
 
 import streamlit as st
 
-from app import frames, plots, resources
+from app import edge_panel, frames, plots, resources
 from app.widgets import chart, show_table
 from deq_core import DEFAULT_TOLERANCES
 
@@ -127,6 +127,9 @@ if sweep is not None:
                   disabled=recommended == settings.tol)  # fmt: skip
     chart(plots.tolerance_sweep(table, recommended, settings.tol, height=320), "tune_sweep")
     show_table(frames.display(table, frames.SWEEP_COLUMNS), "tune_sweep", f"{entry.name}-tolerance-sweep.csv")
+
+# --------------------------------------------------------------------------- edge
+edge_panel.edge_section(entry)
 
 # --------------------------------------------------------------------------- equal compute
 st.subheader("The DEQ against the weight-tied model at equal compute")

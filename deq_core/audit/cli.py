@@ -60,7 +60,8 @@ def _report_cases(args) -> int:
         row = data.ids.index(case_id)
         report = build_report(model, args.model, inputs, case_id, texts={k: v[row] for k, v in data.texts.items()},
                               corruption=corruption, settings=settings,
-                              source={"dataset": data.name, "split": args.split}, label=label)  # fmt: skip
+                              source={"dataset": data.name, "split": args.split}, label=label,
+                              edge=args.onnx)  # fmt: skip
         folder = folders[case_id]
         report = issue(report, log, folder, source="cli", scripts=out)  # one plotly.min.js for the run
         if args.pdf:
@@ -106,7 +107,7 @@ def _verify(args) -> int:
     log = AuditLog(args.db)
     for path in args.reports:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        result = verify_report(record, args.model, log, trust_code=args.trust_code)
+        result = verify_report(record, args.model, log, trust_code=args.trust_code, edge_file=args.onnx)
         if result.ok:  # the verifier's own tolerances (sorted keys), which the report's must equal
             tolerances = dict(sorted(TOLERANCES.to_dict().items()))
             print(f"OK: {path} verified ({', '.join(result.checked)}; tolerances {tolerances})")
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--device", default="cpu")
     report.add_argument("--db", default=None, help="audit log URL (default: $DEQ_LENS_AUDIT_DB or .cache/audit.sqlite)")
+    report.add_argument("--onnx", default=None, type=Path,
+                        help="an .onnx file exported from the model (deq-lens edge export) that also decided the case; "
+                             "recorded with its SHA-256, K and precision, re-run by verify")  # fmt: skip
     report.add_argument("--pdf", action="store_true", help="also write report.pdf (from the signed record) beside report.json")
     pdf = commands.add_parser("pdf", help="write a PDF of an existing report.json (its figures from the record alone)")
     pdf.add_argument("reports", type=Path, nargs="+", metavar="report.json")
@@ -185,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--model", default=None, type=Path, help="model folder (default: the one recorded)")
     verify.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     verify.add_argument("--db", default=None, help="the audit log that must hold the reports (default as for report)")
+    verify.add_argument("--onnx", default=None, type=Path,
+                        help="where the exported model a report names is now (default: the path it records)")
     verify_log = commands.add_parser("verify-log", help="check the audit log's hash chain and signed checkpoints")
     verify_log.add_argument("--db", default=None)
     verify_log.add_argument("--checkpoint", nargs="+", type=Path, default=[], metavar="FILE_OR_REPORT",

@@ -560,6 +560,41 @@ class StabilityRecord:
 
 
 @dataclass(frozen=True)
+class EdgeRecord:
+    """The decision as an exported model made it (``deq_core.edge``): which file, K, precision, what it said.
+
+    Optional, like ``stability``: a report made without an exported model has no
+    ``edge`` key, and older reports verify as before. ``file`` is where the .onnx was
+    when the report was made (``verify`` can be pointed elsewhere); ``sha256`` is what
+    it must hash to. ``probabilities`` are onnxruntime's on the inputs the model saw
+    (after any corruption); ``agrees`` says whether its decision is the full model's.
+    """
+
+    file: str
+    sha256: str
+    steps: int
+    precision: str
+    class_name: str
+    probabilities: dict[str, float]
+    agrees: bool
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "sha256": self.sha256, "steps": self.steps, "precision": self.precision,
+                "class": self.class_name, "probabilities": dict(self.probabilities), "agrees": self.agrees}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "edge") -> "EdgeRecord":
+        d = _mapping(data, path, ("file", "sha256", "steps", "precision", "class", "probabilities", "agrees"))
+        probabilities = _num_map(d["probabilities"], _path(path, "probabilities"))
+        name = _str(d, "class", path)
+        if name not in probabilities:
+            raise ValueError(f"report record field {_path(path, 'class')!r}: {name!r} is not one of the classes in "
+                             f"{_path(path, 'probabilities')!r}")  # fmt: skip
+        return cls(_str(d, "file", path), _str(d, "sha256", path), _int(d, "steps", path), _str(d, "precision", path),
+                   name, probabilities, _bool(d, "agrees", path))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SignatureRecord:
     """Who issued the report: the deployment key's signature over the report's hash and the log's head after it.
 
@@ -606,7 +641,8 @@ class ReportRecord:
     ``corruption`` and ``trajectory`` are None where there is none (an unaltered case, a
     feed-forward model); ``ideal_reference`` is None, and absent from the JSON, where the
     case's dataset has no reference for it; ``stability`` is None, and absent, for a model
-    that decides from no fixed point (and in reports made before it was recorded); ``signature`` is None, and absent, until the
+    that decides from no fixed point (and in reports made before it was recorded); ``edge`` is None,
+    and absent, unless the decision was also made by an exported model (``EdgeRecord``); ``signature`` is None, and absent, until the
     report is issued (recorded in the audit log and signed: ``deq_core.audit.report.issue``).
     """
 
@@ -627,6 +663,7 @@ class ReportRecord:
     tolerances: Tolerances
     ideal_reference: ReferenceRecord | None = None
     stability: StabilityRecord | None = None
+    edge: EdgeRecord | None = None
     report_sha256: str = ""
     signature: SignatureRecord | None = None
 
@@ -653,6 +690,8 @@ class ReportRecord:
             record["ideal_reference"] = self.ideal_reference.to_dict()
         if self.stability is not None:
             record["stability"] = self.stability.to_dict()
+        if self.edge is not None:
+            record["edge"] = self.edge.to_dict()
         record["report_sha256"] = self.report_sha256
         if self.signature is not None:
             record["signature"] = self.signature.to_dict()
@@ -675,7 +714,7 @@ class ReportRecord:
         """Read a record back; ValueError naming the first missing, unknown or ill-typed field."""
         keys = ("format", "version", "created_at", "case_id", "source", "model", "inputs", "corruption", "settings",
                 "environment", "prediction", "trajectory", "attribution", "reliability", "tolerances", "report_sha256")  # fmt: skip
-        d = _mapping(data, "", keys, optional=("ideal_reference", "stability", "signature"))
+        d = _mapping(data, "", keys, optional=("ideal_reference", "stability", "edge", "signature"))
         if d["format"] != FORMAT:
             raise ValueError(f"report record field 'format': {d['format']!r} is not {FORMAT!r}")
         if d["version"] != VERSION or not _is_int(d["version"]):
@@ -698,6 +737,7 @@ class ReportRecord:
             tolerances=Tolerances.from_dict(d["tolerances"]),
             ideal_reference=ReferenceRecord.from_dict(d["ideal_reference"]) if "ideal_reference" in d else None,
             stability=StabilityRecord.from_dict(d["stability"]) if "stability" in d else None,
+            edge=EdgeRecord.from_dict(d["edge"]) if "edge" in d else None,
             report_sha256=_str(d, "report_sha256", ""),
             signature=SignatureRecord.from_dict(d["signature"]) if "signature" in d else None,
         )

@@ -52,6 +52,7 @@ from deq_core.audit.record import (
     ReliabilityRecord,
     ReportRecord,
     AnchorRecord,
+    EdgeRecord,
     StabilityRecord,
     Tolerances,
     TrajectoryRecord,
@@ -261,6 +262,7 @@ def build_report(
     label: int | None = None,
     explanation: Explanation | None = None,
     anchors: Sequence[Anchor] = (),
+    edge: str | Path | None = None,
 ) -> DecisionReport:
     """Explain one case and write down everything needed to check it later.
 
@@ -279,6 +281,9 @@ def build_report(
             settings (the app's cache); None: computed here.
         anchors: the classes' typical equilibria the stability check starts from
             (``Lens.stability_anchors``); recorded, so ``verify`` starts from the same.
+        edge: an .onnx file exported from this model (``deq_core.edge``) that also decided
+            the case: its hash, K, precision and decision are recorded (``EdgeRecord``) and
+            ``verify`` re-runs it with onnxruntime.
     """
     settings = settings or ReportSettings()
     folder = Path(model_folder)
@@ -313,6 +318,9 @@ def build_report(
         record = dataclasses.replace(record, ideal_reference=reference_record(reference, record.attribution.shapley))
     if explanation.stability is not None:
         record = dataclasses.replace(record, stability=stability_record(explanation))
+    if edge is not None:
+        record = dataclasses.replace(record, edge=edge_record(edge, seen, config, record.model.checksum,
+                                                              explanation.predicted_class))  # fmt: skip
     record = record.sealed()
     return DecisionReport(data=record, html=render_html(record), explanation=explanation)
 
@@ -327,6 +335,37 @@ def prediction_record(explanation: Explanation, config: ModelConfig, label: int 
     return PredictionRecord(explanation.prediction, explanation.predicted_class,
                             dict(zip(config.class_names, explanation.probabilities)),
                             None if label is None else config.class_names[label])  # fmt: skip
+
+
+def edge_decision(path: str | Path, seen: Sequence[torch.Tensor], config: ModelConfig,
+                  checksum: str) -> tuple[dict, dict[str, float]]:  # fmt: skip
+    """``(metadata, probabilities by class)`` of the exported model at ``path`` on one case.
+
+    Refuses (ValueError) a file that was not exported from the model with ``checksum``:
+    a report must not say that another model's file decided like this one.
+    """
+    from deq_core.edge import read_metadata, run_onnx, session
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported model at {path}")
+    meta = read_metadata(path)
+    if meta.get("model_checksum") != checksum:
+        raise ValueError(f"{path} was not exported from this model (its metadata names checksum "
+                         f"{str(meta.get('model_checksum'))[:12]}..., the model is {checksum[:12]}...)")  # fmt: skip
+    probabilities, _ = run_onnx(session(path), seen)
+    return meta, dict(zip(config.class_names, (float(p) for p in probabilities[0])))
+
+
+def edge_record(path: str | Path, seen: Sequence[torch.Tensor], config: ModelConfig, checksum: str,
+                full_class: str) -> EdgeRecord:  # fmt: skip
+    """The exported model's decision of the case, as recorded (``verify`` rebuilds it the same way)."""
+    from deq_core.edge import sha256
+
+    meta, probabilities = edge_decision(path, seen, config, checksum)
+    decided = max(probabilities, key=probabilities.get)
+    return EdgeRecord(str(Path(path).resolve()), sha256(path), int(meta["steps"]), meta["precision"], decided,
+                      probabilities, decided == full_class)  # fmt: skip
 
 
 def stability_record(explanation: Explanation) -> StabilityRecord | None:

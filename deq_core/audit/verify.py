@@ -27,6 +27,7 @@ from deq_core.audit.report import (
     ReportSettings,
     attribution_record,
     corruption_record,
+    edge_record,
     model_inputs,
     prediction_record,
     reference_record,
@@ -69,13 +70,15 @@ class ReportVerification:
 
 
 def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | None = None,
-                  log: AuditLog | str | None = None, trust_code: bool = False) -> ReportVerification:  # fmt: skip
+                  log: AuditLog | str | None = None, trust_code: bool = False,
+                  edge_file: str | Path | None = None) -> ReportVerification:  # fmt: skip
     """Re-run the decision from the record alone and compare; the report must have been issued into ``log``.
 
     ``record``: the JSON as read (its hash is checked over exactly that content) or a
     ``ReportRecord``. ``log``: the audit log (or its URL) that must hold the report;
     None: the default log (``$DEQ_LENS_AUDIT_DB`` or ``.cache/audit.sqlite``).
     ``trust_code``: the model is a user's own (``adapter.json``) and its code may be run.
+    ``edge_file``: where the exported model a report names is now (default: the path recorded).
     """
     raw = record.to_dict() if isinstance(record, ReportRecord) else record
     problems: list[str] = []
@@ -153,6 +156,11 @@ def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | Non
     if record.ideal_reference is not None:
         problems += _compare_reference(record, model.config.dataset, seen, explanation.target)
         checked.append("ideal classifier reference")
+    if record.edge is not None:
+        edge_problems, note = _edge_problems(record, model, seen, explanation, edge_file)
+        problems += edge_problems
+        (checked if note is None else unchecked).append(note or "exported model: file hash, K, precision, "
+                                                        "re-run with onnxruntime")  # fmt: skip
     return ReportVerification(not problems, tuple(problems), tuple(checked), tuple(unchecked))
 
 
@@ -335,6 +343,36 @@ def _rerun_field_problems(record: ReportRecord, model: FusionModel, explanation:
     if len(problems) > MAX_FIELD_PROBLEMS:
         problems = problems[:MAX_FIELD_PROBLEMS] + [f"... and {len(problems) - MAX_FIELD_PROBLEMS} more differences"]
     return problems
+
+
+def _edge_problems(record: ReportRecord, model: FusionModel, seen: Sequence[torch.Tensor], explanation: Explanation,
+                   edge_file: str | Path | None) -> tuple[list[str], str | None]:  # fmt: skip
+    """The exported model the report names, re-run on the inputs the model saw: ``(problems, unchecked note)``.
+
+    A file that hashes otherwise than recorded (swapped, re-exported, edited) is a
+    problem and is not run; without onnxruntime the re-run is named as unchecked.
+    """
+    from deq_core.edge import missing_runtime, sha256
+
+    edge = record.edge
+    path = Path(edge_file or edge.file)
+    if not path.is_file():
+        return [f"edge: the exported model {path} is missing"], None
+    actual = sha256(path)
+    if actual != edge.sha256:
+        return [f"edge: {path} hashes to {actual[:16]}..., the report recorded {edge.sha256[:16]}... "
+                "(the .onnx file was swapped or changed)"], None  # fmt: skip
+    hint = missing_runtime()
+    if hint:
+        return [], f"exported model's decision (not re-run: {hint})"
+    try:
+        fresh = edge_record(path, seen, model.config, record.model.checksum, explanation.predicted_class)
+    except ValueError as error:
+        return [f"edge: {error}"], None
+    recorded = edge.to_dict()
+    fresh_dict = fresh.to_dict()
+    recorded.pop("file"), fresh_dict.pop("file")
+    return _differences("edge", recorded, fresh_dict), None
 
 
 def _recorded_anchors(record: ReportRecord, model: FusionModel) -> tuple[tuple[Anchor, ...], list[str]]:
