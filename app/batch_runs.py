@@ -106,3 +106,17 @@ def filter_triage(ranked: pd.DataFrame, signals: list[str], decided: list[str], 
 def triage_view(ranked: pd.DataFrame) -> pd.DataFrame:
     """The columns an auditor reads, in that order (those the run has)."""
     return ranked[[c for c in TRIAGE_COLUMNS if c in ranked.columns]].reset_index(drop=True)
+
+
+# What the page's ranked table shows (it fits 1280 px); every column of ``triage_view`` is in the CSV download.
+TRIAGE_DISPLAY = {"case_id": "case", "score": "score", "reasons": "why", "decision": "decision",
+                  "confidence": "confidence", "production_decision": "production decided", "label": "true class"}  # fmt: skip
+
+
+def triage_display(view: pd.DataFrame) -> pd.DataFrame:
+    """``triage_view`` as the page shows it: the columns of ``TRIAGE_DISPLAY``, readable names, two decimals."""
+    shown = view[[c for c in TRIAGE_DISPLAY if c in view.columns]].rename(columns=TRIAGE_DISPLAY)
+    for column in ("score", "confidence"):
+        if column in shown:
+            shown[column] = pd.to_numeric(shown[column], errors="coerce").round(2)
+    return shown.reset_index(drop=True)

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -290,6 +291,30 @@ def shoot(page, out: Path, name: str, seen: dict) -> None:
     page.set_viewport_size(VIEWPORT)
     page.wait_for_timeout(300)
     seen["shots"][name] = str(out / f"{name}.png")
+
+
+def batch_tour(page, base_url: str, out: Path) -> dict:
+    """The Batch audit page as an auditor uses it: the run, the ranked list, a filter, one case opened on Inspect.
+
+    Needs a finished run under ``$DEQ_LENS_BATCH_RUNS`` made with the selected model.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict = {"shots": {}, "prefix": ""}
+    page.goto(base_url)
+    page.locator('[data-testid="stSidebar"]').get_by_text("Checksum").wait_for(timeout=LONG)
+    go_to(page, "Batch audit")
+    page.get_by_role("heading", name="Look at these first").wait_for(timeout=LONG)
+    caption = page.get_by_text(re.compile(r"^\d+ of \d+ cases\.")).first
+    seen["batch_caption"] = caption.inner_text()
+    seen["batch_clipped_tables"] = clipped_tables(page)
+    shoot(page, out, "batch", seen)
+    picked = selected(page.locator('[data-testid="stSelectbox"]').filter(has_text="Case to inspect"))
+    seen["batch_case"] = picked
+    page.get_by_role("button", name="Open on the Inspect page").click()
+    page.get_by_role("heading", name="Inspect a decision").first.wait_for(timeout=LONG)
+    wait_idle(page)
+    seen["batch_opened_shows_case"] = page.get_by_text(picked).count() > 0
+    return seen
 
 
 def launch_browser(playwright):

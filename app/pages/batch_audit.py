@@ -49,9 +49,10 @@ min_score = filters[2].number_input("Score at least", min_value=0.0, value=0.0, 
 shown = batch_runs.triage_view(batch_runs.filter_triage(ranked, signals, decided, min_score))
 st.caption(f"{len(shown)} of {len(ranked)} cases. Score: unsettled solve 3, second equilibrium 2.5, disagreement 2, "
            "conflicting input 1.5, low confidence 1, large interaction 0.5 (each scaled by its severity).")  # fmt: skip
-picked = st.dataframe(shown, hide_index=True, key="batch_triage", on_select="rerun", selection_mode="single-row")
-st.download_button("Download the list (CSV)", shown.to_csv(index=False), file_name=f"{info.name}-triage.csv",
-                   mime="text/csv", key="batch_download")  # fmt: skip
+picked = st.dataframe(batch_runs.triage_display(shown), hide_index=True, key="batch_triage", on_select="rerun",
+                      selection_mode="single-row")  # fmt: skip
+st.download_button("Download the list (CSV, every column)", shown.to_csv(index=False),
+                   file_name=f"{info.name}-triage.csv", mime="text/csv", key="batch_download")  # fmt: skip
 
 rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
 case_id = st.selectbox("Case to inspect", list(shown["case_id"]), index=rows[0] if rows else 0, key="batch_case_pick")

@@ -120,6 +120,7 @@ _EXPORTS = {
     'absent_input': '.shapley',
     'coalition_masks': '.shapley',
     'coalition_inputs': '.shapley',
+    'coalition_features': '.shapley',
     'shapley_weights': '.shapley',
     'interaction_weights': '.shapley',
     'ModalityShapley': '.shapley',

@@ -48,12 +48,13 @@ def test_the_page_lists_the_run_ranks_its_cases_and_opens_one_on_inspect(batch_e
     assert at.selectbox(key="batch_run").value == "may"
     triage_frame = next(d for d in at.dataframe if "batch_triage" in d.proto.id).value
     assert len(triage_frame) == 4 and list(triage_frame["score"]) == sorted(triage_frame["score"], reverse=True)
+    assert list(triage_frame.columns)[:3] == ["case", "score", "why"]  # readable names, not the record's
     download = next(d for d in at.get("download_button") if "batch_download" in d.proto.id)
     assert download is not None
     at.multiselect(key="batch_signals").set_value(["disagreement"]).run()
     filtered = next(d for d in at.dataframe if "batch_triage" in d.proto.id).value
-    assert 0 < len(filtered) <= 2 and filtered["reasons"].str.contains("disagreement").all()
-    case_id = filtered["case_id"].iloc[0]
+    assert 0 < len(filtered) <= 2 and filtered["why"].str.contains("disagreement").all()
+    case_id = filtered["case"].iloc[0]
     at.selectbox(key="batch_case_pick").set_value(case_id).run()
     at.button(key="batch_open").click().run()
     assert not at.exception, [e.value for e in at.exception]
