@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         if best:
             needed = MONTH / SECONDS_PER_MONTH / best
             verdicts.append(f"{label}: 10 million decisions a month = {MONTH / SECONDS_PER_MONTH:.2f} cases/s; at "
-                            f"{best:.2f} cases/s per core that needs {needed:.1f} cores running all month")  # fmt: skip
+                            f"{best:.2f} cases/s per core that needs {needed:.2g} cores running all month "
+                            f"({max(1, math.ceil(needed))} whole)")  # fmt: skip
     print()
     print("\n".join(verdicts))
     return 0

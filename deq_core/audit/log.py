@@ -20,7 +20,8 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 from sqlalchemy import (
@@ -201,39 +202,59 @@ class AuditLog:
         source: str = "cli",
     ) -> AuditEntry:
         """Record one report; the chain link, the head and its signed checkpoint are written in one transaction."""
+        (entry,) = self.append_many([dict(model_name=model_name, model_checksum=model_checksum, case_id=case_id,
+                                          prediction=prediction, report_sha256=report_sha256, report_path=report_path,
+                                          summary=summary, source=source)])  # fmt: skip
+        return entry
+
+    def append_many(self, records: Sequence[Mapping[str, Any]]) -> list[AuditEntry]:
+        """Record several reports in order (each mapping holds ``append``'s arguments), in ONE transaction: all
+        of them or none, chained one after the other, with one signed checkpoint of the head after the last.
+
+        A batch audit logs a chunk of cases this way: one commit and one signature per chunk instead of per
+        case, and a kill leaves the chunk wholly in the log or wholly out. Only the last entry carries the
+        checkpoint (``verify`` needs one at the end of the log, not one per entry).
+        """
+        if not records:
+            return []
         key = self.signing_key
+        entries = []
         with self._lock, self.engine.begin() as connection:
             if not self._sqlite:  # other processes may append too: one writer at a time reads the head
                 connection.execute(text("LOCK TABLE audit_head IN SHARE ROW EXCLUSIVE MODE"))
             head = connection.execute(select(_head).where(_head.c.name == "head")).first()
             count, previous = (head.count, head.last_hash) if head else (0, GENESIS)
-            fields = {
-                "id": count + 1,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                "source": source,
-                "model_name": model_name,
-                "model_checksum": model_checksum,
-                "case_id": case_id,
-                "prediction": prediction,
-                "report_sha256": report_sha256,
-                "report_path": str(report_path),
-                "summary": canonical_json(summary or {}),
-                "previous_hash": previous,
-            }
-            fields["entry_hash"] = entry_hash(fields)
-            connection.execute(insert(_entries).values(**fields))
-            if head:
-                connection.execute(
-                    update(_head).where(_head.c.name == "head").values(count=fields["id"], last_hash=fields["entry_hash"])
-                )
-            else:
-                connection.execute(insert(_head).values(name="head", count=1, last_hash=fields["entry_hash"]))
-            checkpoint = Checkpoint.sign(key, fields["id"], fields["entry_hash"])
+            for record in records:
+                fields = {
+                    "id": count + 1,
+                    "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                    "source": record.get("source", "cli"),
+                    "model_name": record["model_name"],
+                    "model_checksum": record["model_checksum"],
+                    "case_id": record["case_id"],
+                    "prediction": record["prediction"],
+                    "report_sha256": record["report_sha256"],
+                    "report_path": str(record.get("report_path", "")),
+                    "summary": canonical_json(record.get("summary") or {}),
+                    "previous_hash": previous,
+                }
+                fields["entry_hash"] = entry_hash(fields)
+                entries.append(fields)
+                count, previous = fields["id"], fields["entry_hash"]
+                connection.execute(insert(_entries).values(**fields))
+                # The database lets the head move one entry forward at a time only: once per entry.
+                if head or len(entries) > 1:
+                    connection.execute(update(_head).where(_head.c.name == "head").values(count=count,
+                                                                                         last_hash=previous))  # fmt: skip
+                else:
+                    connection.execute(insert(_head).values(name="head", count=count, last_hash=previous))
+            checkpoint = Checkpoint.sign(key, count, previous)
             connection.execute(insert(_checkpoints).values(count=checkpoint.count, head_hash=checkpoint.head_hash,
                                                            created_at=checkpoint.created_at,
                                                            public_key=checkpoint.public_key,
                                                            signature=checkpoint.signature))  # fmt: skip
-        return AuditEntry(**fields, checkpoint=checkpoint)
+        last = len(entries) - 1
+        return [AuditEntry(**fields, checkpoint=checkpoint if i == last else None) for i, fields in enumerate(entries)]
 
     def entry(self, entry_id: int) -> AuditEntry | None:
         """The entry with this id, or None."""

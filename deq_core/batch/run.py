@@ -13,8 +13,8 @@ Layout of a run folder::
 Why it survives a kill at any moment: a chunk's records become visible only by the
 atomic rename of a complete file, so no record is half-written; a chunk whose file
 exists is never computed again. The audit log is appended by the driver alone, chunk
-by chunk in case order, after the chunk's file is on disk; a chunk is marked logged
-only when all its rows are in. A kill between the two leaves a chunk on disk but not
+by chunk in case order, after the chunk's file is on disk, each chunk's rows in one
+transaction (``AuditLog.append_many``); a chunk is marked logged when its rows are in. A kill between the two leaves a chunk on disk but not
 marked: on restart its rows are checked against the log by record hash (or by the
 report file and claim with --reports) and only the missing ones appended, so no row
 is logged twice and none is lost.
@@ -310,19 +310,16 @@ def log_chunk(lens, log, out: Path, index: int, rows: list[dict], cases: dict | 
     ``reports/<case id>``: one of ``reports`` (built by the engine from the row's own
     explanation), or, where there is none (a chunk logged after a restart), ``Lens.issue``.
     """
-    appended = 0
-    built = {r.case_id: r for r in reports or ()}
-    for row in rows:
-        if cases is not None:
-            appended += _issue_report(lens, log, out, row, cases[row["case_id"]], built.get(row["case_id"]))
-            continue
-        if check_existing and row["record_sha256"] in _logged_hashes(log, lens.name, row["case_id"]):
-            continue
-        log.append(model_name=lens.name, model_checksum=lens.checksum, case_id=row["case_id"],
-                   prediction=row["decision"], report_sha256=row["record_sha256"],
-                   report_path=str(chunk_path(out, index).resolve()), summary=_log_summary(row), source=LOG_SOURCE)  # fmt: skip
-        appended += 1
-    return appended
+    if cases is not None:
+        built = {r.case_id: r for r in reports or ()}
+        return sum(_issue_report(lens, log, out, row, cases[row["case_id"]], built.get(row["case_id"])) for row in rows)
+    missing = [row for row in rows
+               if not (check_existing and row["record_sha256"] in _logged_hashes(log, lens.name, row["case_id"]))]  # fmt: skip
+    path = str(chunk_path(out, index).resolve())
+    log.append_many([dict(model_name=lens.name, model_checksum=lens.checksum, case_id=row["case_id"],
+                          prediction=row["decision"], report_sha256=row["record_sha256"], report_path=path,
+                          summary=_log_summary(row), source=LOG_SOURCE) for row in missing])  # fmt: skip
+    return len(missing)
 
 
 def report_source(case, out: Path) -> dict:

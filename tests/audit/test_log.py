@@ -200,3 +200,19 @@ def test_a_middle_deletion_names_exactly_the_rows_missing(log):
     with lift_all_protection(log) as connection:
         connection.execute("DELETE FROM audit_entries WHERE id IN (4, 5)")
     assert log.verify().problems == ("entry 2 is missing", "entries 4-5 are missing (2 rows)")
+
+
+def test_append_many_chains_in_one_transaction_with_one_checkpoint(log):
+    record(log, 0)
+    rows = [dict(model_name="inspection-deq", model_checksum="ab" * 32, case_id=f"case-{i}", prediction="ok",
+                 report_sha256=f"{i:064x}", summary={"p": 0.5}, source="batch") for i in range(1, 4)]  # fmt: skip
+    entries = log.append_many(rows)
+    assert [e.id for e in entries] == [2, 3, 4] and entries[0].previous_hash == log.entry(1).entry_hash
+    assert entries[1].previous_hash == entries[0].entry_hash and entries[2].checkpoint.count == 4
+    assert entries[0].checkpoint is None and [c.count for c in log.checkpoints()] == [1, 4]
+    assert log.verify().ok and log.verify().entries == 4
+    assert log.append_many([]) == []
+    bad = [rows[0], {**rows[1], "case_id": None}]  # the second row cannot be stored: neither is
+    with pytest.raises(Exception):
+        log.append_many(bad)
+    assert log.verify().entries == 4 and log.verify().ok

@@ -81,22 +81,25 @@ def test_rerun_is_idempotent_and_a_kill_inside_the_logging_loses_and_duplicates_
     url = f"sqlite:///{tmp_path / 'log.sqlite'}"
     out = tmp_path / "run"
     before = set(sys.modules)  # an earlier test of the session may have imported Ray itself
-    real = AuditLog.append
+    from deq_core.audit import log as log_module
+
+    real = log_module.Checkpoint.sign
     calls = {"n": 0}
 
-    def dying(self, **kw):
+    def dying(*args, **kw):
         calls["n"] += 1
-        if calls["n"] == 4:  # the second chunk's second row: the chunk file is on disk, half its rows logged
+        if calls["n"] == 2:  # inside the second chunk's transaction: its file is on disk, its rows being logged
             raise KeyboardInterrupt("killed")
-        return real(self, **kw)
+        return real(*args, **kw)
 
-    monkeypatch.setattr(AuditLog, "append", dying)
+    monkeypatch.setattr(log_module.Checkpoint, "sign", staticmethod(dying))
     with pytest.raises(KeyboardInterrupt):
         run_batch(_options(cases, out, url), lens=lens)
-    monkeypatch.setattr(AuditLog, "append", real)
-    assert len(_log_rows(url)) == 3 and chunk_path(out, 1).is_file() and not (out / RECORDS_FILE).exists()
+    monkeypatch.setattr(log_module.Checkpoint, "sign", real)
+    # the chunk's transaction was rolled back whole: none of its rows is in, the chunk file is kept
+    assert len(_log_rows(url)) == 2 and chunk_path(out, 1).is_file() and not (out / RECORDS_FILE).exists()
     result = run_batch(_options(cases, out, url), lens=lens)
-    assert result.computed_chunks == 1 and result.logged_rows == 3
+    assert result.computed_chunks == 1 and result.logged_rows == 4  # chunk 1 from its file, chunk 2 computed
     rows = _log_rows(url)
     records = pd.read_parquet(out / RECORDS_FILE)
     assert [c for c, _ in rows] == list(records["case_id"]) == [f"insp-test-{i:04d}" for i in range(6)]
