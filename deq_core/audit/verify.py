@@ -36,6 +36,7 @@ from deq_core.audit.report import (
     trajectory_record,
 )
 from deq_core.data.references import dataset_reference, reference_provider
+from deq_core.engine.adapter import TrustCode
 from deq_core.engine.checkpoint import ModelLoadError, load_model, model_checksum, sha256_file
 from deq_core.engine.model import FusionModel
 from deq_core.engine.text import tokenize
@@ -69,7 +70,7 @@ class ReportVerification:
 
 
 def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | None = None,
-                  log: AuditLog | str | None = None, trust_code: bool = False) -> ReportVerification:  # fmt: skip
+                  log: AuditLog | str | None = None, trust_code: TrustCode = False) -> ReportVerification:  # fmt: skip
     """Re-run the decision from the record alone and compare; the report must have been issued into ``log``.
 
     ``record``: the JSON as read (its hash is checked over exactly that content) or a
