@@ -29,6 +29,8 @@ Importing the factory runs the user's code, so ``load_adapter`` refuses unless
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import importlib
 import importlib.abc
@@ -36,7 +38,7 @@ import importlib.machinery
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Union, runtime_checkable
@@ -173,11 +175,33 @@ def trust_for(flag: bool, folder: str | Path) -> CodeTrust | bool:
     return CodeTrust.grant(folder) if flag and is_adapter_folder(folder) else False
 
 
+_ALLOWED: contextvars.ContextVar[tuple[CodeTrust, ...]] = contextvars.ContextVar("allowed_code", default=())
+
+
+@contextlib.contextmanager
+def allowed_code(*grants: CodeTrust) -> Iterator[None]:
+    """Within the block (this thread or task only), loads that pass no ``trust_code`` may run these folders' code.
+
+    For code that opens a model folder itself and takes no ``trust_code`` (``deq_core.edge``'s
+    export and check; ``deq-lens edge ... --trust-code`` wraps them in this): the leave still
+    covers each granted folder and its code as they were when granted, nothing else.
+    """
+    token = _ALLOWED.set(_ALLOWED.get() + tuple(grants))
+    try:
+        yield
+    finally:
+        _ALLOWED.reset(token)
+
+
 def _refusal(folder: Path, trust_code: TrustCode, factory: str) -> str | None:
-    """None when ``trust_code`` lets ``folder``'s code run, else why not. ``True``: the caller trusts this folder."""
+    """None when ``trust_code`` (or an enclosing ``allowed_code``) lets ``folder``'s code run, else why not.
+
+    ``True``: the caller trusts this folder.
+    """
     if trust_code is True:
         return None
     grants = [trust_code] if isinstance(trust_code, CodeTrust) else list(trust_code or ())
+    grants += list(_ALLOWED.get())
     if any(isinstance(g, CodeTrust) and g.covers(folder) for g in grants):
         return None
     base = f"{folder / ADAPTER}: this model is your own code ({factory}); opening it runs that code. "

@@ -292,3 +292,45 @@ def test_the_command_lines_trust_code_covers_the_model_folder_only(tiny, tmp_pat
     code = main(["--model", str(tiny), "--device", "cpu", "--trust-code", "--compare", str(other)])
     assert code != 0
     assert "not for this folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- batch and edge through an adapter
+def test_batch_runs_on_a_users_model_with_trust_code_and_says_so_without(tiny, tmp_path, capsys):
+    from deq_core.batch import read_records
+    from deq_core.cli import main
+    from deq_core.data.generate import generate_folder
+
+    cases = generate_folder("inspection", 3, tmp_path / "cases")
+    command = ["batch", "--model", str(tiny), "--cases", str(cases), "--out", str(tmp_path / "run"), "--no-progress",
+               "--log", f"sqlite:///{tmp_path / 'log.sqlite'}", "--steps", "4", "--starts", "2", "--no-cross-check"]
+    assert main(command) == 2
+    assert "--trust-code" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main([*command, "--trust-code"]) == 0
+    records = read_records(tmp_path / "run")
+    assert len(records) == 3 and set(records["case_id"]) == set(load_folder_ids(cases))
+
+
+def load_folder_ids(cases: Path) -> list[str]:
+    from deq_core.data import load_folder
+
+    return list(load_folder(cases).ids)
+
+
+def test_edge_export_of_a_users_model_needs_trust_code_and_then_works(tiny, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from deq_core.cli import main
+
+    out = tmp_path / "tiny.onnx"
+    with pytest.raises(ModelLoadError, match=r"adapter\.json: this model is your own code .*--trust-code"):
+        main(["edge", "export", "--model", str(tiny), "--steps", "4", "--out", str(out)])
+    assert not out.exists()
+    assert main(["edge", "export", "--model", str(tiny), "--steps", "4", "--out", str(out), "--trust-code"]) == 0
+    lens = Lens.open(tiny, device="cpu", trust_code=True)
+    inputs = lens.data(max_cases=2).inputs
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {f"input_{i}": x[:2].numpy() for i, x in enumerate(inputs)})[0]
+    assert probabilities.shape == (2, len(lens.class_names))
+    assert abs(probabilities.sum(1) - 1).max() < 1e-5
+    with pytest.raises(ModelLoadError, match="your own code"):  # the leave ended with the command
+        load_model(tiny, device="cpu")
