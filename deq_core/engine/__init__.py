@@ -26,6 +26,7 @@ _EXPORTS = {
     'CodeTrust': '.adapter',
     'TrustCode': '.adapter',
     'trust_for': '.adapter',
+    'allowed_code': '.adapter',
     'build_user_module': '.adapter',
     'AdapterUpdate': '.adapter',
     'AdaptedDEQ': '.adapter',
