@@ -8,7 +8,8 @@ A folder the lens opens as a user's model holds
   names, dataset, ``width`` = the state width d, the solver settings the lens solves with;
   ``architecture`` is ``"deq"``; the encoder settings are not read);
 * ``weights.safetensors``: the factory's module's ``state_dict`` (no pickle);
-* ``checksums.json``: SHA-256 of the three files above (``save_adapter`` writes it).
+* ``checksums.json``: SHA-256 of the three files above and, under ``"code"``, of every file
+  of the code folder (``save_adapter`` writes it; ``code_files`` says which).
 
 ``build(config: ModelConfig, options: dict) -> torch.nn.Module`` returns the user's module,
 which provides (see ``UserDEQ``):
@@ -23,8 +24,10 @@ view), ``encode_modality(i, x) -> (b, d)`` (robustness sweeps re-encode one moda
 ``embedding(i) -> nn.Embedding`` (for text modalities: attributions interpolate embeddings),
 ``input_means()`` and ``input_scales()`` (the training statistics corruptions use).
 
-Importing the factory runs the user's code, so ``load_adapter`` refuses unless
-``trust_code`` is true: the command line's ``--trust-code``, the app's sidebar setting.
+Importing the factory runs the user's code, so loading refuses unless ``trust_code`` covers
+the folder: ``True`` (the caller trusts the folder it passes), or a ``CodeTrust`` for that
+folder and its code as they were when leave was given (the command line's ``--trust-code``
+grants one for ``--model`` only; the app's sidebar setting one per browser session).
 """
 
 from __future__ import annotations
