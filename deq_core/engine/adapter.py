@@ -301,7 +301,8 @@ _FINDERS: dict[str, _FolderFinder] = {}  # top-level package name -> the finder 
 
 
 def _top_level_names(root: Path) -> set[str]:
-    names = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if p.is_dir()}
+    """The modules and packages (folders holding .py files) at the top of a code folder: the names it provides."""
+    names = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if p.is_dir() and any(p.rglob("*.py"))}
     return {n for n in names if n.isidentifier()}
 
 
