@@ -16,10 +16,11 @@ from deq_core import CardOptions, ModelCard, build_card, card_html, card_markdow
 
 def card_job(entry: resources.ModelEntry):
     key = ("model-card", entry.folder, entry.checksum, len(resources.test_data(entry)))
+    open_lens = resources.background_opener(entry)  # the session's leave for its code, read here in the script
 
     def work(report) -> ModelCard:
         report(0.05, "measuring the model card (stability, faithfulness, robustness)")
-        return build_card(resources.background_lens(entry), CardOptions(), robustness_cache=resources.robustness_cache_dir(),
+        return build_card(open_lens(), CardOptions(), robustness_cache=resources.robustness_cache_dir(),
                           data=resources.test_data(entry))  # fmt: skip
 
     return resources.jobs().submit(key, "model card", work)
@@ -34,10 +35,11 @@ def stability_job(entry: resources.ModelEntry):
     """The stable-unique share alone (cheap next to the whole card): the Overview shows it on every visit."""
     data = resources.test_data(entry)
     key = ("stability-share", entry.folder, entry.checksum, len(data))
+    open_lens = resources.background_opener(entry)
 
     def work(report):
         report(0.05, f"assessing the fixed points of up to {CardOptions().stability_cases} test cases")
-        return stability_share(resources.background_lens(entry), CardOptions().stability_cases, data=data)
+        return stability_share(open_lens(), CardOptions().stability_cases, data=data)
 
     return resources.jobs().submit(key, "stability share", work)
 

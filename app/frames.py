@@ -457,10 +457,20 @@ def probability_frame(trajectory) -> pd.DataFrame:
     )
 
 
+NO_GATE_SHARES_NOTE = ("This model does not report gate shares: its adapter has no `gates(z, features)`, so the "
+                       "views of the model's own weighting are left out (docs/own-model.md).")  # fmt: skip
+
+
 def modality_dynamics(trajectory) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per iteration, (state change of each modality and the fused state, gate share of each modality)."""
+    """Per iteration, (state change of each modality and the fused state, gate share of each modality).
+
+    The share frame is empty for a model that reports no gates (an adapter without
+    ``gates``): its NaN shares are not a chart, and the figure says so instead.
+    """
     change = np.asarray(trajectory.state_change(), dtype=float)  # (T-1, N+1)
     share = np.asarray(trajectory.gate_share(), dtype=float)  # (T, N)
+    if not trajectory.has_gates:
+        share = share[:0]
     parts = [*trajectory.modality_names, "fused"]
     change_frame = pd.DataFrame(
         {

@@ -139,6 +139,14 @@ def choose_dataset() -> None:
     st.sidebar.caption(f"Cases from **{folder.name}**, models from `{resources.models_root()}`")
 
 
+RUN_CODE_HELP = (
+    "This model is your own code: adapter.json names the Python factory that builds it. Opening it imports and runs "
+    "that code inside this server's process, with the server's rights: it can read and write the files the server "
+    "can, reach the network, and see what other visitors of this server open. Ticking allows this one folder's code, "
+    "as it is now (its checksum), for your session only; another folder, or this one after a change to its code, "
+    "asks again. Tick only for code you trust."
+)
+
 # A wider sidebar: at Streamlit's 300 px "handwritten-weight_tied" was cut to "handwritten-weight_tiec"
 # in the model box (the browser tour measures the longest name against the box).
 SIDEBAR_CSS = '<style>section[data-testid="stSidebar"]{width:344px !important;min-width:344px !important}</style>'
@@ -158,17 +166,21 @@ if entry is not None:
             "traced to the exact model.",
         )
     if resources.is_user_model(entry):
+        key = f"trust_{entry.folder}"
+        changed = resources.stale_trust(entry.folder)  # allowed before, but its code changed since: ask again
+        if changed:
+            st.session_state[key] = False
         with st.sidebar:
-            trusted = st.checkbox(
-                "Run model code", key=f"trust_{entry.folder}", value=resources.is_trusted(entry.folder),
-                help="This model is your own code (adapter.json names its factory). Opening it imports and runs that "
-                "code in this server process, with this server's rights. Tick only for code you trust.",
-            )  # fmt: skip
+            trusted = st.checkbox("Run model code", key=key, help=RUN_CODE_HELP)
         resources.set_trust(entry.folder, trusted)
         if not trusted:
             st.title("DEQ Fusion Lens")
+            if changed:
+                st.warning(f"The code of {entry.name} changed since you allowed it to run: check it, then tick "
+                           "**Run model code** again if you trust the new code.")  # fmt: skip
             st.warning(f"{entry.name} is your own model: opening it runs its code ({entry.folder}/adapter.json). "
                        "Tick **Run model code** in the sidebar if you trust it.")  # fmt: skip
+            st.caption(RUN_CODE_HELP)
             st.stop()
     try:
         resources.lens(entry)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from deq_core import Case, Lens, ModelLoadError, SolverSettings, model_checksum,
 from deq_core.cache import DiskCache, cache_root, data_fingerprint
 from deq_core.cache import key as cache_key
 from deq_core.data import MultimodalDataset
-from deq_core.engine import verify_folder
+from deq_core.engine import CodeTrust, code_files, verify_folder
 
 # deq_core.evaluate and deq_core.explain.tuning (scikit-learn), robustness (pandas) and explain
 # (Captum) are imported where they are used: the first page must not wait for them.
@@ -138,19 +138,45 @@ class BrokenModel:
 
 MODEL_FILES = ("weights.safetensors", "config.json", "checksums.json", "adapter.json")
 
-# Model folders with adapter.json whose code this server process may run: the sidebar's
-# "Run model code" setting adds the chosen folder (docs/own-model.md). Without it, a
-# user's model is refused with a message saying why, and none of its code is imported.
-_TRUSTED: set[str] = set()
+# Leave to run a user's model code (adapter.json) is per browser session and per folder:
+# the sidebar's "Run model code" setting grants it for the chosen folder and its code as
+# they are now (a ``CodeTrust``), kept in that session's state. Another session, another
+# folder, or this folder after its code changed is not covered, and is asked again.
+TRUSTED_CODE = "trusted_code"  # session_state key: {folder: CodeTrust}
+
+
+def _grants() -> dict:
+    return st.session_state.setdefault(TRUSTED_CODE, {})
 
 
 def set_trust(folder: str, trusted: bool) -> None:
-    """Allow (or stop allowing) this process to import ``folder``'s adapter code; a model loaded stays loaded."""
-    (_TRUSTED.add if trusted else _TRUSTED.discard)(str(folder))
+    """Allow (or stop allowing) this session to run ``folder``'s code as it is now; a model loaded stays loaded."""
+    grants = _grants()
+    if not trusted:
+        grants.pop(str(folder), None)
+    elif str(folder) not in grants:
+        grants[str(folder)] = CodeTrust.grant(folder)
+
+
+def trust_of(folder: str) -> CodeTrust | None:
+    """This session's leave for ``folder``'s code, when it still covers the code there now."""
+    grant = st.session_state.get(TRUSTED_CODE, {}).get(str(folder))
+    try:
+        return grant if grant is not None and grant.covers(folder) else None
+    except (ModelLoadError, OSError):
+        return None
 
 
 def is_trusted(folder: str) -> bool:
-    return str(folder) in _TRUSTED
+    return trust_of(folder) is not None
+
+
+def stale_trust(folder: str) -> bool:
+    """Whether this session allowed ``folder``'s code, but the code changed since: the leave is withdrawn."""
+    if str(folder) in st.session_state.get(TRUSTED_CODE, {}) and trust_of(folder) is None:
+        _grants().pop(str(folder), None)
+        return True
+    return False
 
 
 def is_user_model(entry: "ModelEntry") -> bool:
@@ -159,7 +185,7 @@ def is_user_model(entry: "ModelEntry") -> bool:
 
 
 def _stamp(folder: Path) -> tuple:
-    """Changes whenever one of the folder's model files is rewritten (or appears, or goes)."""
+    """Changes whenever one of the folder's model files (or a user's model's code file) is rewritten, appears or goes."""
     out = []
     for name in MODEL_FILES:
         try:
@@ -167,6 +193,13 @@ def _stamp(folder: Path) -> tuple:
             out.append((name, stat.st_mtime_ns, stat.st_size))
         except OSError:
             out.append((name, None, None))
+    if (folder / "adapter.json").is_file():  # the code is part of the model: its checksum and checks cover it
+        try:
+            for path in code_files(folder):
+                stat = path.stat()
+                out.append((str(path), stat.st_mtime_ns, stat.st_size))
+        except (ModelLoadError, OSError) as error:
+            out.append(("code", str(error), None))
     return tuple(out)
 
 
@@ -268,31 +301,56 @@ def baselines_of(entry: ModelEntry) -> dict[str, ModelEntry]:
             continue
         if (sibling.dataset, sibling.inputs) != (entry.dataset, entry.inputs):
             continue
+        if is_user_model(sibling) and not is_trusted(sibling.folder):
+            continue  # another folder's own code: compared only once this session allows it to run
         found.setdefault(sibling.architecture, sibling)
     return found
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def _lens(folder: str, checksum: str) -> Lens:
-    trusted = is_trusted(folder)  # a refusal raises, and st.cache_resource caches no exception
-    lens = Lens(deq_core.load_model(folder, device="auto", trust_code=trusted), folder, checksum)
-    lens.trust_code = trusted
+def _lens(folder: str, checksum: str, code_sha256: str | None = None) -> Lens:
+    # A refusal raises, and st.cache_resource caches no exception. The cache is shared by
+    # sessions: ``lens`` checks the calling session's own leave before it reaches here.
+    trust = CodeTrust(folder, code_sha256) if code_sha256 else None
+    lens = Lens(deq_core.load_model(folder, device="auto", trust_code=trust or False), folder, checksum)
+    lens.trust_code = trust or False
     return lens
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _background_lens(folder: str, checksum: str) -> Lens:
-    return _lens(folder, checksum).background()
+def _background_lens(folder: str, checksum: str, code_sha256: str | None = None) -> Lens:
+    return _lens(folder, checksum, code_sha256).background()
+
+
+def _trust(entry: ModelEntry) -> str | None:
+    """The code checksum this session allowed for a user's model (raises when none); None for our own models."""
+    if not is_user_model(entry):
+        return None
+    trust = trust_of(entry.folder)
+    if trust is None:
+        raise ModelLoadError(f"{entry.folder}/adapter.json: this model is your own code; this session has not allowed "
+                             "it to run (tick 'Run model code' in the sidebar)")  # fmt: skip
+    return trust.code_sha256
 
 
 def lens(entry: ModelEntry) -> Lens:
     """The model's Lens, shared by every session: its lock serialises foreground calls, its cache serves them all."""
-    return _lens(entry.folder, entry.checksum)
+    return _lens(entry.folder, entry.checksum, _trust(entry))
+
+
+def background_opener(entry: ModelEntry) -> Callable[[], Lens]:
+    """``background_lens`` to be called later, from a job's thread: the session's leave is read now, in the script.
+
+    A job runs outside the session (no session state there), so what it may open is
+    decided when the session submits it.
+    """
+    code_sha256 = _trust(entry)
+    return lambda: _background_lens(entry.folder, entry.checksum, code_sha256)
 
 
 def background_lens(entry: ModelEntry) -> Lens:
     """A Lens on a second copy of the model for background jobs: they never wait for, or hold, the foreground's lock."""
-    return _background_lens(entry.folder, entry.checksum)
+    return background_opener(entry)()
 
 
 def device_name() -> str:
@@ -415,6 +473,7 @@ def evaluation_job(entry: ModelEntry) -> Job:
     """
     data = test_data(entry)
     key = ("evaluate", entry.folder, entry.checksum, len(data))
+    open_lens = background_opener(entry)
 
     def work(report):
         store, name = _evaluation_cache(), cache_key("evaluation", entry.checksum, data_fingerprint(data))
@@ -422,7 +481,7 @@ def evaluation_job(entry: ModelEntry) -> Job:
         if cached is not None:
             return cached
         report(0.05, f"evaluating {entry.name} on {len(data)} cases")
-        evaluation, predictions = background_lens(entry).evaluate(data)
+        evaluation, predictions = open_lens().evaluate(data)
         store.put_arrays(name, _evaluation_arrays(evaluation, predictions))
         return evaluation, predictions
 
@@ -462,10 +521,11 @@ def robustness_job(entry: ModelEntry, detail: str = "auto") -> tuple[Job, str]:
         detail = "full" if _full_sweep_cached(named, data) else "quick"
     severities = robustness.DEFAULT_SEVERITIES if detail == "full" else robustness.QUICK_SEVERITIES
     key = ("robustness", tuple((e.name, e.checksum) for e in named.values()), len(data), detail)
+    openers = {name: background_opener(e) for name, e in named.items()}
 
     def work(report):
         report(0.02, f"loading {len(named)} models")
-        lenses = {name: background_lens(e) for name, e in named.items()}
+        lenses = {name: open_lens() for name, open_lens in openers.items()}
         runs = len(lenses) * (1 + sum(len(v) for v in _corruption_kinds(data).values()) * (len(severities) - 1))
         report(0.05, f"{runs} runs over {len(data)} cases (models whose results are cached on disk are read)")
         # One model at a time first, so the bar can say how far it is: each model's rows land in the
@@ -490,10 +550,11 @@ def assessment_job(entry: ModelEntry, settings: SolverSettings) -> Job:
     """The whole test split under ``settings``, with flips against the tight reference."""
     data = test_data(entry)
     key = ("assess", entry.folder, entry.checksum, settings, len(data))
+    open_lens = background_opener(entry)
 
     def work(report):
         report(0.1, "solving every case tightly for the reference decisions (once per model and solver)")
-        return background_lens(entry).assess(settings, data, latency_cases=10)
+        return open_lens().assess(settings, data, latency_cases=10)
 
     return jobs().submit(key, "test-set assessment", work)
 
@@ -502,9 +563,10 @@ def sweep_job(entry: ModelEntry, base: SolverSettings) -> Job:
     """The tolerance sweep of the test split around ``base`` (only the tolerance varies)."""
     data = test_data(entry)
     key = ("sweep", entry.folder, entry.checksum, dataclasses.replace(base, tol=1.0), len(data))
+    open_lens = background_opener(entry)
 
     def work(report):
-        return background_lens(entry).sweep(base, data, latency_cases=5, progress=report)
+        return open_lens().sweep(base, data, latency_cases=5, progress=report)
 
     return jobs().submit(key, "tolerance sweep", work)
 
@@ -512,9 +574,10 @@ def sweep_job(entry: ModelEntry, base: SolverSettings) -> Job:
 def equal_compute_job(deq: ModelEntry, weight_tied: ModelEntry, base: SolverSettings) -> Job:
     data = test_data(deq)
     key = ("equal_compute", deq.checksum, weight_tied.checksum, dataclasses.replace(base, max_iter=1), len(data))
+    open_deq, open_tied = background_opener(deq), background_opener(weight_tied)
 
     def work(report):
-        return background_lens(deq).compare_equal_compute(background_lens(weight_tied), data, base=base, progress=report)
+        return open_deq().compare_equal_compute(open_tied(), data, base=base, progress=report)
 
     return jobs().submit(key, "equal-compute comparison", work)
 
@@ -525,9 +588,10 @@ def stability_job(entry: ModelEntry) -> Job:
 
     data = test_data(entry)
     key = ("stability", entry.folder, entry.checksum, len(data))
+    open_lens = background_opener(entry)
 
     def work(report):
-        lens = background_lens(entry)
+        lens = open_lens()
         with lens.lock:
             return stability.survey(lens.model, data, starts=8, progress=report)
 
@@ -549,15 +613,15 @@ def test_case(entry: ModelEntry, case_id: str) -> Case:
 
 
 @st.cache_resource(show_spinner="Reading the batch run's cases…", max_entries=2)
-def _batch_data(cases_folder: str, model_folder: str, checksum: str) -> MultimodalDataset:
+def _batch_data(cases_folder: str, model_folder: str, checksum: str, code_sha256: str | None) -> MultimodalDataset:
     from deq_core.data import load_folder
 
-    return load_folder(cases_folder, split="all", modalities=_lens(model_folder, checksum).modalities)
+    return load_folder(cases_folder, split="all", modalities=_lens(model_folder, checksum, code_sha256).modalities)
 
 
 def batch_case(entry: ModelEntry, cases_folder: str, case_id: str) -> Case:
     """A case of a batch run's dataset folder, read with the model's modalities (the folder is read once)."""
-    return lens(entry).case(case_id, data=_batch_data(cases_folder, entry.folder, entry.checksum))
+    return lens(entry).case(case_id, data=_batch_data(cases_folder, entry.folder, entry.checksum, _trust(entry)))
 
 
 def ideal_reference(entry: ModelEntry, case: Case, target: int):

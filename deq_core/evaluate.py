@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deq_core.engine.adapter import TrustCode, trust_for
 from deq_core.engine.checkpoint import ModelLoadError, load_model
 from deq_core.engine.config import SolverSettings
 from deq_core.data import MultimodalDataset, load_dataset
@@ -257,7 +258,7 @@ def format_comparison(c: PairedComparison) -> str:
 
 
 def evaluate_folder(folder: str | Path, split: str = "test", device: str = "auto", data_path: str | None = None,
-                    trust_code: bool = False):  # fmt: skip
+                    trust_code: TrustCode = False):  # fmt: skip
     model = load_model(folder, device=device, trust_code=trust_code)
     data = load_dataset(data_path or model.config.dataset, split, modalities=model.config.modalities)
     return evaluate(model, data, name=Path(folder).name)
@@ -305,11 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    trust = trust_for(args.trust_code, args.model)
     try:
-        evaluation, predictions = evaluate_folder(args.model, args.split, args.device, args.data, args.trust_code)
+        evaluation, predictions = evaluate_folder(args.model, args.split, args.device, args.data, trust)
         comparisons = []
         for folder in args.compare:
-            other = load_model(folder, device=args.device, trust_code=args.trust_code)
+            other = load_model(folder, device=args.device, trust_code=trust)  # --trust-code covers --model only
             data = load_dataset(args.data or other.config.dataset, args.split, modalities=other.config.modalities)
             other_predictions = predict(other, data)
             # A folder named like the model (an older copy of it) is named by its path instead.

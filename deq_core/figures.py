@@ -275,9 +275,22 @@ def probability_path(frame: pd.DataFrame, lock_in: int | None, height: int = 280
     return _layout(fig, height, title)
 
 
+NO_GATE_SHARES = "this model does not report gate shares"
+
+
 def modality_dynamics(change: pd.DataFrame, share: pd.DataFrame, height: int = 300) -> go.Figure:
-    """Per modality: how far its state moves per iteration (log), and its share of the fused state."""
+    """Per modality: how far its state moves per iteration (log), and its share of the fused state.
+
+    An empty ``share`` (a model that reports no gates, ``frames.modality_dynamics``) leaves
+    the right panel with the sentence ``NO_GATE_SHARES`` instead of a chart.
+    """
     fig = make_subplots(rows=1, cols=2, subplot_titles=("state change per iteration", "gate share of the fused state"))
+    if share.empty or not np.isfinite(share["share"].to_numpy(dtype=float)).all():
+        share = share.iloc[:0]
+        fig.add_annotation(text=NO_GATE_SHARES, x=0.5, y=0.5, xref="x2 domain", yref="y2 domain", showarrow=False,
+                           font=dict(size=12, color="#57606a"))  # fmt: skip
+        fig.update_xaxes(visible=False, row=1, col=2)
+        fig.update_yaxes(visible=False, row=1, col=2)
     parts = list(dict.fromkeys(change["part"]))
     for i, part in enumerate(parts):
         rows = change[change["part"] == part]

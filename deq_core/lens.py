@@ -41,6 +41,7 @@ import torch
 
 from deq_core.cache import MemoryCache
 from deq_core.case import Case
+from deq_core.engine.adapter import TrustCode
 from deq_core.engine.checkpoint import load_model, model_checksum, state_checksum
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.protocol import EquilibriumLensModel, LensModel, missing_members
@@ -107,17 +108,24 @@ class Lens:
         self.lock = lock or threading.RLock()
 
     @classmethod
-    def open(cls, folder: str | Path, device: str | torch.device = "auto", trust_code: bool = False) -> "Lens":
+    def open(cls, folder: str | Path, device: str | torch.device = "auto", trust_code: TrustCode = False) -> "Lens":
         """Load the model folder (checksums verified, no pickle) on ``device``.
 
         A user's own model (``adapter.json``, ``deq_core.engine.adapter``) runs its code to
-        build, so it opens only with ``trust_code``; otherwise ``ModelLoadError`` says so.
+        build, so it opens only with ``trust_code`` (``True`` for this folder, or a
+        ``CodeTrust``); otherwise ``ModelLoadError`` says so. ``True`` is kept as leave for
+        this folder's code as it is now (``CodeTrust.grant``): ``background()`` reloads it
+        only while that code is unchanged.
         """
+        from deq_core.engine.adapter import CodeTrust, is_adapter_folder
+
+        if trust_code is True and is_adapter_folder(folder):
+            trust_code = CodeTrust.grant(folder)
         lens = cls(load_model(folder, device=device, trust_code=trust_code), folder)
         lens.trust_code = trust_code
         return lens
 
-    trust_code: bool = False  # whether this Lens's model folder may run its own code (background(), verify)
+    trust_code: TrustCode = False  # leave for this Lens's model folder to run its own code (background(), verify)
 
     def background(self, device: str | torch.device = "auto") -> "Lens":
         """A Lens on its own copy of the model that shares this one's cache (for long jobs)."""
@@ -400,7 +408,7 @@ class Lens:
 
     @staticmethod
     def verify(report: str | Path | Mapping, model_folder: str | Path | None = None, log=None,
-               trust_code: bool = False) -> "ReportVerification":  # fmt: skip
+               trust_code: TrustCode = False) -> "ReportVerification":  # fmt: skip
         """Re-run a report's decision from its record alone and compare (``deq_core.audit`` verify).
 
         ``log``: the audit log (or URL) that must hold the report; None: the default one.

@@ -177,6 +177,8 @@ change, share = frames.modality_dynamics(trajectory)
 st.markdown("**Per input: how much it still moves, and how much of the fused state it supports**",
             help="Left: size of each part's step. Right: gate share, the model's own weighting of each input in the fused state.")  # fmt: skip
 chart(plots.modality_dynamics(change, share, height=260), "insp_dynamics")
+if share.empty:
+    st.caption(frames.NO_GATE_SHARES_NOTE)
 
 path = frames.principal_path(frames.fused_states(trajectory))
 
@@ -231,8 +233,7 @@ with f:
         final_share = np.asarray(trajectory.gate_share()[-1])
         chart(plots.gate_share_bars(config.modality_names, final_share, height=280), "insp_gate_share")
     else:
-        st.info("Not provided by this model's adapter: it has no `gates(z, features)`, so the gate shares cannot be shown "
-                "(docs/own-model.md).")  # fmt: skip
+        st.info(frames.NO_GATE_SHARES_NOTE)
 
 reference = resources.ideal_reference(entry, case, config.class_names.index(target_name))
 if reference is not None:

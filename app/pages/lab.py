@@ -119,7 +119,7 @@ with right:
         if absent_note:
             st.caption(absent_note)
     else:
-        st.info("Not provided by this model's adapter: it has no `gates(z, features)` (docs/own-model.md).")
+        st.info(frames.NO_GATE_SHARES_NOTE)
 
 with st.expander("What the model sees in the variant"):
     damaged = [(i, m) for i, m in enumerate(config.modalities) if any(s.modality == m.name for s in specs)]

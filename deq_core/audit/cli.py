@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from deq_core.engine.adapter import trust_for
 from deq_core.audit.log import AuditLog
 from deq_core.audit.report import HTML_NAME, JSON_NAME, ReportSettings, build_report, issue, write_atomically
 from deq_core.audit.files import check_files, read_checkpoint, safe_name
@@ -35,7 +36,7 @@ def _report_cases(args) -> int:
 
     from deq_core.data import load_dataset
 
-    model = load_model(args.model, device=args.device, trust_code=args.trust_code)
+    model = load_model(args.model, device=args.device, trust_code=trust_for(args.trust_code, args.model))
     dataset = args.data or model.config.dataset
     data = load_dataset(dataset, args.split, modalities=model.config.modalities)
     corruption = CorruptionSet.from_dict(json.loads(Path(args.corruption).read_text())) if args.corruption else None
@@ -107,7 +108,9 @@ def _verify(args) -> int:
     log = AuditLog(args.db)
     for path in args.reports:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        result = verify_report(record, args.model, log, trust_code=args.trust_code, edge_file=args.onnx)
+        folder = args.model or (record.get("model") or {}).get("folder") if isinstance(record, dict) else args.model
+        trust = trust_for(args.trust_code, folder) if folder else False  # the folder verified, not any other
+        result = verify_report(record, args.model, log, trust_code=trust, edge_file=args.onnx)
         if result.ok:  # the verifier's own tolerances (sorted keys), which the report's must equal
             tolerances = dict(sorted(TOLERANCES.to_dict().items()))
             print(f"OK: {path} verified ({', '.join(result.checked)}; tolerances {tolerances})")

@@ -58,7 +58,7 @@ from deq_core.audit.record import (
     TrajectoryRecord,
 )
 from deq_core.data.references import Reference, dataset_reference
-from deq_core.engine.checkpoint import CONFIG, WEIGHTS, model_checksum, sha256_file
+from deq_core.engine.checkpoint import model_checksum, model_files
 from deq_core.engine.config import ModelConfig, SolverSettings
 from deq_core.engine.model import FusionModel
 from deq_core.explain.attribution import DEFAULT_STEPS, top_features
@@ -299,7 +299,7 @@ def build_report(
         case_id=case_id,
         source=dict(source or {}),
         model=ModelInfo(folder.name, str(folder.resolve()), config.architecture, model_checksum(folder),
-                        {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG)}),  # fmt: skip
+                        model_files(folder)),  # fmt: skip
         inputs=RecordedInputs(
             tuple(EmbeddedInput(m.name, m.kind, **_embedded(x[0])) for m, x in zip(config.modalities, original)),
             dict(texts or {}),

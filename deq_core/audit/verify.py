@@ -37,6 +37,7 @@ from deq_core.audit.report import (
     trajectory_record,
 )
 from deq_core.data.references import dataset_reference, reference_provider
+from deq_core.engine.adapter import TrustCode
 from deq_core.engine.checkpoint import ModelLoadError, load_model, model_checksum, sha256_file
 from deq_core.engine.model import FusionModel
 from deq_core.engine.text import tokenize
@@ -70,7 +71,7 @@ class ReportVerification:
 
 
 def verify_report(record: ReportRecord | Mapping, model_folder: str | Path | None = None,
-                  log: AuditLog | str | None = None, trust_code: bool = False,
+                  log: AuditLog | str | None = None, trust_code: TrustCode = False,
                   edge_file: str | Path | None = None) -> ReportVerification:  # fmt: skip
     """Re-run the decision from the record alone and compare; the report must have been issued into ``log``.
 

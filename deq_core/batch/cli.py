@@ -27,11 +27,14 @@ def parser(prog: str = "python -m deq_core.batch") -> argparse.ArgumentParser:
     p.add_argument("--log", default=None, help="audit-log URL (default $DEQ_LENS_AUDIT_DB)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
 
 
 def options_from(args: argparse.Namespace):
+    from deq_core.engine.adapter import trust_for
+
     from .records import RecordOptions
     from .run import BatchOptions
 
@@ -40,7 +43,7 @@ def options_from(args: argparse.Namespace):
     return BatchOptions(model=args.model, cases=args.cases, out=args.out, decisions=args.decisions,
                         engine=args.engine, address=args.address, workers=args.workers, chunk=args.chunk,
                         reports=args.reports, log=args.log, records=records, progress=not args.no_progress,
-                        threads=args.threads)  # fmt: skip
+                        threads=args.threads, trust_code=trust_for(args.trust_code, args.model))  # fmt: skip
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m deq_core.batch") -> int:

@@ -32,7 +32,7 @@ def actor_cpus(total_cpus: float, workers: int) -> float:
 class LensWorker:
     """One Ray actor: one Lens, loaded once; each call turns one chunk's payload into its records."""
 
-    def __init__(self, model: str, records: dict, threads: int = 1):
+    def __init__(self, model: str, records: dict, threads: int = 1, trust_code=False):
         import torch
 
         from deq_core.lens import Lens
@@ -40,7 +40,7 @@ class LensWorker:
         from .records import RecordOptions
 
         torch.set_num_threads(max(1, threads))
-        self.lens = Lens.open(model, device="cpu")
+        self.lens = Lens.open(model, device="cpu", trust_code=trust_code)  # a CodeTrust: the same folder and code
         self.options = RecordOptions(**records)
 
     def __call__(self, batch: dict) -> dict:
@@ -85,7 +85,7 @@ def ray_engine(options, payloads: Iterator[dict]) -> Iterator[tuple[int, list[di
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             LensWorker, batch_size=1, concurrency=options.workers, num_cpus=cpus, batch_format="numpy",
             fn_constructor_kwargs={"model": str(Path(options.model).resolve()), "records": asdict(options.records),
-                                   "threads": options.threads},
+                                   "threads": options.threads, "trust_code": options.trust_code},
         )  # fmt: skip
         for row in dataset.iter_rows():
             yield int(row["index"]), *pickle.loads(row["rows"])

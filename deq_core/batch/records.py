@@ -94,7 +94,7 @@ def explain_chunk(model, inputs: Sequence[torch.Tensor], texts: Sequence[Mapping
             modality_names=config.modality_names, class_names=config.class_names,
             prediction=int(targets[i]), probabilities=tuple(probabilities[i].tolist()), target=int(targets[i]),
             texts=dict(texts[i]), trajectory=trajectory,
-            gate_share=trajectory.gate_share() if trajectory is not None else None,
+            gate_share=trajectory.gate_share() if trajectory is not None and trajectory.has_gates else None,
             lock_in_iteration=trajectory.lock_in_iteration if trajectory is not None else None,
             attribution=attribution, shapley=shapleys[i],
             reliability=assess(solve, attribution, shapleys[i], tolerance=config.solver.tol) if attribution is not None

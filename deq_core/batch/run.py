@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .records import RecordOptions
 
@@ -58,6 +59,8 @@ class BatchOptions:
         workers: Ray actors; chunk: cases per batched call; reports: issue a report per case.
         log: audit-log URL (None: the default); records: what each record holds.
         progress: show the tqdm bar on stderr.
+        trust_code: leave to run a user's model code (adapter.json): a ``CodeTrust`` for the
+            model folder (``--trust-code``), or True; the Ray actors get the same leave.
     """
 
     model: str | Path
@@ -73,6 +76,7 @@ class BatchOptions:
     records: RecordOptions = field(default_factory=RecordOptions)
     progress: bool = True
     threads: int = 1
+    trust_code: Any = False  # deq_core.engine.adapter.TrustCode
 
 
 @dataclass(frozen=True)
@@ -386,7 +390,7 @@ def run_batch(options: BatchOptions, lens=None) -> BatchResult:
         raise BatchError(f"--engine must be local or ray, got {options.engine!r}")
     if options.workers < 1:
         raise BatchError(f"--workers must be at least 1, got {options.workers}")
-    lens = lens or Lens.open(options.model, device="cpu")
+    lens = lens or Lens.open(options.model, device="cpu", trust_code=options.trust_code)
     folder = _cases_folder(options.cases)
     data = _load_cases(lens, folder)
     decisions = None if options.decisions is None else read_decisions(options.decisions, lens.class_names)

@@ -12,13 +12,22 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from deq_core.engine.adapter import ADAPTER, AdaptedDEQ, build_user_module, is_adapter_folder, read_adapter
+from deq_core.engine.adapter import (
+    ADAPTER,
+    AdaptedDEQ,
+    TrustCode,
+    build_user_module,
+    code_digests,
+    is_adapter_folder,
+    read_adapter,
+)
 from deq_core.engine.config import ModelConfig, check_config_limits
 from deq_core.engine.modality import show
 from deq_core.engine.model import FusionModel, build_model
@@ -26,6 +35,7 @@ from deq_core.engine.model import FusionModel, build_model
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 CHECKSUMS = "checksums.json"
+CODE = "code"  # checksums.json's entry for an adapter's code files: {path relative to the folder: SHA-256}
 
 
 class ModelLoadError(ValueError):
@@ -78,12 +88,31 @@ def save_model(model: FusionModel, folder: str | Path, extra_files: dict[str, st
 
 
 def model_checksum(folder: str | Path) -> str:
-    """Short identity of a model folder: SHA-256 over its weights and config hashes."""
+    """Short identity of a model folder: SHA-256 over its weights and config hashes.
+
+    A user's model (adapter.json) adds adapter.json and every code file (``code_digests``):
+    the code that runs is part of what the model is, so a swapped .py changes the
+    checksum and a report made before it no longer verifies.
+    """
     folder = Path(folder)
     combined = sha256_file(folder / WEIGHTS) + sha256_file(folder / CONFIG)
-    if is_adapter_folder(folder):  # the factory named is part of what the model is
+    if is_adapter_folder(folder):  # the factory named and its code are part of what the model is
         combined += sha256_file(folder / ADAPTER)
+        combined += "".join(f"{name}:{sha}" for name, sha in sorted(code_digests(folder).items()))
     return hashlib.sha256(combined.encode()).hexdigest()
+
+
+def model_files(folder: str | Path) -> dict[str, str]:
+    """SHA-256 of each file that makes the model (weights, config; an adapter's adapter.json and code), by name.
+
+    What a report records, so its verification names the very file that changed.
+    """
+    folder = Path(folder)
+    files = {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG)}
+    if is_adapter_folder(folder):
+        files[ADAPTER] = sha256_file(folder / ADAPTER)
+        files.update(code_digests(folder))
+    return files
 
 
 def state_checksum(model: torch.nn.Module) -> str:
@@ -115,7 +144,7 @@ def verify_folder(folder: str | Path) -> ModelConfig:
     weights_path = _weights_path(folder)
     if is_adapter_folder(folder):  # the user's code is not run to list it: the weights' size is its to check
         read_adapter(folder)
-        config, recorded = _adapter_config(folder, verify_checksums=True)
+        config, recorded, code = _adapter_config(folder, verify_checksums=True)
         _check_digest(weights_path, sha256_file(weights_path), recorded[WEIGHTS])
         return config
     config, recorded, expected = _checked_config(folder, verify_checksums=True)
@@ -124,7 +153,7 @@ def verify_folder(folder: str | Path) -> ModelConfig:
 
 
 def load_model(folder: str | Path, device: str | torch.device = "auto", verify_checksums: bool = True,
-               trust_code: bool = False) -> FusionModel:  # fmt: skip
+               trust_code: TrustCode = False) -> FusionModel:  # fmt: skip
     """Rebuild a model from its folder, in eval mode, on ``device``.
 
     Raises ``ModelLoadError`` naming the file or tensor at fault when the folder is
@@ -133,7 +162,9 @@ def load_model(folder: str | Path, device: str | torch.device = "auto", verify_c
     (``load_config``) and the weights file's size bounded before any tensor is allocated.
 
     A folder with ``adapter.json`` is a user's own model (``deq_core.engine.adapter``): its
-    factory is imported only with ``trust_code``, and the result is an ``AdaptedDEQ``.
+    factory is imported only when ``trust_code`` covers the folder (``True``, or a
+    ``CodeTrust`` granted for it), and the result is an ``AdaptedDEQ``. Its code files are
+    checked against checksums.json like the weights.
     """
     folder = Path(folder)
     if is_adapter_folder(folder):
@@ -169,12 +200,12 @@ def _check_tensors(weights_path: Path, tensors: dict[str, torch.Tensor], expecte
             raise ModelLoadError(f"{weights_path}: tensor {name!r} holds NaN or infinite values")
 
 
-def _load_adapted(folder: Path, device: str | torch.device, verify_checksums: bool, trust_code: bool) -> AdaptedDEQ:
-    """A user's model folder: adapter.json checked (and its checksum), the factory run only when trusted."""
+def _load_adapted(folder: Path, device: str | torch.device, verify_checksums: bool, trust_code: TrustCode) -> AdaptedDEQ:
+    """A user's model folder: adapter.json and the code checked against checksums.json, the factory run only when trusted."""
     weights_path = _weights_path(folder)
     read_adapter(folder)
-    config, recorded = _adapter_config(folder, verify_checksums)
-    user = build_user_module(folder, config, trust_code)
+    config, recorded, code = _adapter_config(folder, verify_checksums)
+    user = build_user_module(folder, config, trust_code, digests=code)
     expected = user.state_dict()
     largest = sum(t.numel() * t.element_size() for t in expected.values()) + SAFETENSORS_HEADER_BYTES
     if weights_path.stat().st_size > largest:
@@ -191,20 +222,28 @@ def _load_adapted(folder: Path, device: str | torch.device, verify_checksums: bo
     return AdaptedDEQ(config, user).to(resolve_device(device)).eval()
 
 
-def _adapter_config(folder: Path, verify_checksums: bool) -> tuple[ModelConfig, dict[str, str]]:
-    """config.json and checksums.json of an adapter folder (adapter.json's SHA-256 recorded too)."""
+def _adapter_config(folder: Path, verify_checksums: bool) -> tuple[ModelConfig, dict[str, str], dict[str, str] | None]:
+    """config.json and checksums.json of an adapter folder: (config, recorded checksums, recorded code digests).
+
+    With ``verify_checksums``, adapter.json and every code file must match what
+    checksums.json records (``_check_code``). A folder saved before the code was recorded
+    (no ``"code"`` entry) still loads, with a warning that its code is not checked; the code
+    digests returned are then None. Without ``verify_checksums`` they are None too.
+    """
     path = folder / CONFIG
     if not path.is_file():
         raise ModelLoadError(f"{path}: no model config here (is {folder} a model folder?)")
     raw = _read_limited(path, MAX_CONFIG_BYTES, "a model config")
     recorded: dict[str, str] = {}
+    code = None
     if verify_checksums:
         recorded = _recorded_checksums(folder)
         _check_digest(path, hashlib.sha256(raw).hexdigest(), recorded[CONFIG])
-        listed = _parse_json(folder / CHECKSUMS, (folder / CHECKSUMS).read_bytes(), "checksums")
+        listed = _parse_json(folder / CHECKSUMS, _read_limited(folder / CHECKSUMS, MAX_CHECKSUMS_BYTES, "checksums"), "checksums")
         if not isinstance(listed.get(ADAPTER), str):
             raise ModelLoadError(f"{folder / CHECKSUMS}: no checksum recorded for {ADAPTER}")
         _check_digest(folder / ADAPTER, sha256_file(folder / ADAPTER), listed[ADAPTER].lower())
+        code = _check_code(folder, listed.get(CODE))
     data = _parse_json(path, raw, "config")
     try:
         check_config_limits(data)
@@ -213,18 +252,45 @@ def _adapter_config(folder: Path, verify_checksums: bool) -> tuple[ModelConfig, 
         raise ModelLoadError(f"{path}: invalid config: {error}") from error
     if config.architecture != "deq":
         raise ModelLoadError(f"{path}: invalid config: an adapter's architecture must be 'deq', not {config.architecture!r}")
-    return config, recorded
+    return config, recorded, code
+
+
+def _check_code(folder: Path, recorded: object) -> dict[str, str] | None:
+    """The adapter's code files against checksums.json's ``"code"``; each failure names the file. Returns the digests.
+
+    A file added (a module the factory could import instead), missing, or changed since
+    saving is refused. None (old folder, nothing recorded): a warning, the code unchecked.
+    """
+    if recorded is None:
+        warnings.warn(f"{folder / CHECKSUMS}: records no checksums of the adapter's code files (saved by an older "
+                      "version): the code is not checked. Save the model again with save_adapter", stacklevel=3)  # fmt: skip
+        return None
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) and _SHA256.fullmatch(v) for v in recorded.values()):
+        raise ModelLoadError(f"{folder / CHECKSUMS}: \"{CODE}\" must map each code file to its SHA-256 hex digest")
+    recorded = {str(k): v.lower() for k, v in recorded.items()}
+    actual = code_digests(folder)
+    for name in sorted(set(actual) - set(recorded)):
+        raise ModelLoadError(f"{folder / name}: not recorded in {CHECKSUMS}; a file added to the model's code after "
+                             "it was saved (remove it, or save the model again with save_adapter)")  # fmt: skip
+    for name in sorted(set(recorded) - set(actual)):
+        raise ModelLoadError(f"{folder / name}: recorded in {CHECKSUMS} but missing from the model's code")
+    for name in sorted(actual):
+        _check_digest(folder / name, actual[name], recorded[name])
+    return recorded
 
 
 def save_adapter(module: torch.nn.Module, config: ModelConfig, folder: str | Path, factory: str, code: str = ".",
                  options: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:  # fmt: skip
-    """Write a user's model folder: weights, config, adapter.json and the checksums of all three.
+    """Write a user's model folder: weights, config, adapter.json and the checksums of these and the code files.
 
     ``code`` (relative to ``folder``) is where the factory's package is imported from; the
-    caller puts the code there (or names a folder above that holds it, inside ``folder``).
+    caller puts the code there first (or names a folder above that holds it, inside
+    ``folder``): its files are recorded in checksums.json, so an edited one is refused.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / code).is_dir():
+        raise ModelLoadError(f"{folder / code}: the code folder does not exist; copy your package there before saving")
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(tensors, folder / WEIGHTS)
     (folder / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -232,9 +298,21 @@ def save_adapter(module: torch.nn.Module, config: ModelConfig, folder: str | Pat
     (folder / ADAPTER).write_text(json.dumps(adapter, indent=2) + "\n")
     for name, text in (extra_files or {}).items():
         (folder / name).write_text(text)
-    checksums = {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG, ADAPTER)}
-    (folder / CHECKSUMS).write_text(json.dumps(checksums, indent=2) + "\n")
+    write_adapter_checksums(folder)
     return folder
+
+
+def write_adapter_checksums(folder: str | Path) -> Path:
+    """checksums.json of an adapter folder: weights, config, adapter.json and each code file as they are now.
+
+    ``save_adapter`` calls it; call it yourself after copying your code into the folder later,
+    or to record the code of a folder saved by an older version (which recorded none).
+    """
+    folder = Path(folder)
+    checksums: dict[str, object] = {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG, ADAPTER)}
+    checksums[CODE] = code_digests(folder)
+    (folder / CHECKSUMS).write_text(json.dumps(checksums, indent=2) + "\n")
+    return folder / CHECKSUMS
 
 
 # --------------------------------------------------------------------------- checks before trusting a folder

@@ -11,6 +11,7 @@ Every model takes a tuple of raw modality inputs, in the order of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -255,23 +256,34 @@ class DEQFusion(EquilibriumModel):
     ) -> FusionOutput:
         settings = solver or self.config.solver
         f, z0 = self.bind(inputs, features)
-        with torch.no_grad():
-            # Training keeps every case in every f-evaluation (bit-reproducible retraining);
-            # inference lets converged cases leave the batch.
-            result = solve(f, z0, record=record, compact=not self.training, **settings.options())
-        penalty = None
-        if torch.is_grad_enabled():
-            if settings.gradient == "implicit":
-                z = attach_implicit_gradient(f, result.z, settings.backward)
-            else:
-                z = attach_phantom_gradient(f, result.z, settings.phantom_steps, settings.damping)
-            if jacobian_probes:
-                z_in = result.z.detach().requires_grad_()
-                penalty = jacobian_frobenius_estimate(f(z_in), z_in, probes=jacobian_probes)
+        return solve_equilibrium(f, z0, self.head, self.n_modalities, settings, self.training, record, jacobian_probes)
+
+
+def solve_equilibrium(f, z0: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], n_modalities: int,
+                      settings: SolverSettings, training: bool, record: bool = False,
+                      jacobian_probes: int = 0) -> FusionOutput:  # fmt: skip
+    """Solve z* = f(z*), attach the gradient ``settings`` asks for, and read the fused row with ``head``.
+
+    Shared by ``DEQFusion`` and a user's ``AdaptedDEQ``, so both decide from the same
+    solve, gradient and one extra evaluation of f: the lens treats them alike.
+    """
+    with torch.no_grad():
+        # Training keeps every case in every f-evaluation (bit-reproducible retraining);
+        # inference lets converged cases leave the batch.
+        result = solve(f, z0, record=record, compact=not training, **settings.options())
+    penalty = None
+    if torch.is_grad_enabled():
+        if settings.gradient == "implicit":
+            z = attach_implicit_gradient(f, result.z, settings.backward)
         else:
-            z = f(result.z)  # the same one extra evaluation as the gradient path, so outputs agree
-        fused = z[:, self.n_modalities]
-        return FusionOutput(self.head(fused), result, penalty, fused)
+            z = attach_phantom_gradient(f, result.z, settings.phantom_steps, settings.damping)
+        if jacobian_probes:
+            z_in = result.z.detach().requires_grad_()
+            penalty = jacobian_frobenius_estimate(f(z_in), z_in, probes=jacobian_probes)
+    else:
+        z = f(result.z)  # the same one extra evaluation as the gradient path, so outputs agree
+    fused = z[:, n_modalities]
+    return FusionOutput(head(fused), result, penalty, fused)
 
 
 class WeightTiedFusion(EquilibriumModel):

@@ -14,7 +14,7 @@ A model of your own stands behind the lens through ``deq_core.engine.adapter``: 
 optionally, ``gates(z, features) -> (gates, purified)``; ``AdaptedDEQ`` turns them into
 this protocol (its ``run`` solves your f with the lens's solvers). Modalities (name, kind,
 shape), class names and the solver settings come from the folder's ``config.json``; the
-weights' checksum is ``checkpoint.model_checksum`` over weights, config and adapter.json.
+weights' checksum is ``checkpoint.model_checksum`` over weights, config, adapter.json and the code files.
 ``is_equilibrium`` and ``has_gates`` say which views a model supports; a view that needs
 gates the adapter lacks says so (``Trajectory.has_gates``) instead of failing.
 ``deq_core.testing.check_adapter`` checks a model against these assumptions.

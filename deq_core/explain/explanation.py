@@ -25,6 +25,7 @@ from deq_core.explain.attribution import (
     integrated_gradients,
     summarise_solves,
 )
+from deq_core.engine.adapter import trust_for
 from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.model import EquilibriumModel, FusionModel
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens explain") -> int:
     try:
         if args.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {args.steps}")
-        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
+        lens = Lens.open(args.model, device=args.device, trust_code=trust_for(args.trust_code, args.model))
         data = load_dataset(args.data or lens.config.dataset, args.split, modalities=lens.config.modalities)
         if args.case not in data.ids:
             raise ValueError(f"{data.name}/{args.split} has no case {args.case!r} (e.g. {data.ids[0]!r})")

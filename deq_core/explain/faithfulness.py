@@ -51,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deq_core.explain.attribution import DEFAULT_STEPS, integrated_gradients
+from deq_core.engine.adapter import trust_for
 from deq_core.engine.checkpoint import ModelLoadError, load_model
 from deq_core.data import MultimodalDataset, load_dataset
 from deq_core.data.references import dataset_reference
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cases < 1:
         parser.error("--cases must be at least 1")
     try:
-        model = load_model(args.model, device=args.device, trust_code=args.trust_code)
+        model = load_model(args.model, device=args.device, trust_code=trust_for(args.trust_code, args.model))
         data = load_dataset(args.data or model.config.dataset, args.split, modalities=model.config.modalities)
         compared = {folder.name: load_model(folder, device=args.device) for folder in args.compare}
         for folder, other in zip(args.compare, compared.values()):

@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 
 from deq_core import __version__
 from deq_core.cache import DiskCache, data_fingerprint, key as cache_key
+from deq_core.engine.adapter import TrustCode, trust_for
 from deq_core.engine.checkpoint import CONFIG, ModelLoadError, load_config, load_model, model_checksum, state_checksum
 from deq_core.engine.config import ARCHITECTURES
 from deq_core.explain.corrupt import CorruptionSpec, InputReference, apply, available_corruptions
@@ -648,7 +649,7 @@ def sweep_folder(
     cache_dir: CacheChoice = DEFAULT_CACHE_DIR,
     device: str = "auto",
     progress: bool = False,
-    trust_code: bool = False,
+    trust_code: TrustCode = False,
 ) -> RobustnessReport:
     """``robustness_sweep`` of a model folder (and its baselines) on its own dataset (``trust_code``: adapters' code may run)."""
     folders = find_baselines(folder) if baselines else {Path(folder).name: Path(folder)}
@@ -707,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         report = sweep_folder(
             args.model, args.split, severities, baselines=not args.no_baselines, seed=args.seed,
             cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR), device=args.device,
-            progress=not args.quiet, trust_code=args.trust_code,
+            progress=not args.quiet, trust_code=trust_for(args.trust_code, args.model),
         )  # fmt: skip
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

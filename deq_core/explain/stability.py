@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from deq_core.engine.adapter import trust_for
 from deq_core.engine.config import SolverSettings
 from deq_core.engine.modality import Inputs
 from deq_core.engine.solvers import SolveStatus, solve
@@ -607,7 +608,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deq_core.stabilit
             raise ValueError(f"--cases must be at least 1, got {args.cases}")
         if args.starts < 1:
             raise ValueError(f"--starts must be at least 1, got {args.starts}")
-        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
+        lens = Lens.open(args.model, device=args.device, trust_code=trust_for(args.trust_code, args.model))
         if lens.config.architecture != "deq" or not hasattr(lens.model, "head"):
             raise ValueError(f"{args.model} is a {lens.config.architecture!r} model: it decides from no fixed point")
         data = load_dataset(lens.config.dataset, args.split, modalities=lens.config.modalities)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deq_core.engine.adapter import trust_for
 from deq_core.engine.protocol import is_equilibrium
 from deq_core.engine.config import SolverSettings
 from deq_core.data import MultimodalDataset
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None, prog: str = "deq-lens tune") -> int:
             raise ValueError(f"--cases must be at least 1, got {args.cases}")
         if not all(t > 0 for t in args.tolerances):
             raise ValueError("tolerances must be positive")
-        lens = Lens.open(args.model, device=args.device, trust_code=args.trust_code)
+        lens = Lens.open(args.model, device=args.device, trust_code=trust_for(args.trust_code, args.model))
         model = lens.model
         if not is_equilibrium(model):
             raise ValueError(f"{args.model} is a {model.config.architecture!r} model: it has no solver to tune")

@@ -54,3 +54,41 @@ def test_fused_path_replays_up_to_the_chosen_iteration():
     so_far = next(t for t in fig.data if t.name == "path so far")
     assert len(so_far.x) == 3
     assert next(t for t in fig.data if t.name == "iteration 2").x == (1.5,)
+
+
+def test_the_dynamics_chart_of_a_model_without_gates_says_so_instead_of_plotting_nan():
+    """An adapter without ``gates`` records NaN gates: the share panel is a sentence, not NaN lines."""
+    import torch
+
+    from app import frames
+    from deq_core import Case, Lens
+    from deq_core.figures import NO_GATE_SHARES
+    from deq_core.engine import AdaptedDEQ, Modality, ModelConfig
+
+    class NoGates(torch.nn.Module):  # encode, f and head only: the smallest adapter
+        def __init__(self):
+            super().__init__()
+            self.enc, self.mix, self.out = torch.nn.Linear(4, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)
+
+        def encode(self, inputs):
+            return torch.stack([self.enc(x) for x in inputs], dim=1)
+
+        def f(self, z, x):
+            modal = torch.tanh(0.3 * self.mix(z[:, :2]) + x)
+            return torch.cat([modal, torch.tanh(0.3 * self.mix(z[:, 2]) + modal.sum(1))[:, None]], dim=1)
+
+        def head(self, fused):
+            return self.out(fused)
+
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="deq", modalities=(Modality("a", "vector", (4,)), Modality("b", "vector", (4,))),
+                         class_names=("no", "yes"), width=8, groups=1)  # fmt: skip
+    model = AdaptedDEQ(config, NoGates()).eval()
+    case = Case.from_inputs(model.config.modalities, (torch.randn(4), torch.randn(4)), key="c1")
+    trajectory = Lens(model).decide(case).trajectory
+    change, share = frames.modality_dynamics(trajectory)
+    assert share.empty and not change.empty and np.isfinite(change["change"]).all()
+    figure = plots.modality_dynamics(change, share)
+    assert NO_GATE_SHARES in [a.text for a in figure.layout.annotations]
+    assert all(np.isfinite(np.asarray(t.y, dtype=float)).all() for t in figure.data)
+    assert "does not report gate shares" in frames.NO_GATE_SHARES_NOTE

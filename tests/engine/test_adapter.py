@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 import json
 import shutil
 from pathlib import Path
@@ -164,3 +166,171 @@ def test_the_command_line_opens_a_users_model_only_with_trust_code(tiny, capsys)
     assert main(["--model", str(tiny), "--case", case_id, "--device", "cpu", "--trust-code", "--json", "--steps", "4"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["modalities"] == ["photo", "sensors", "note"]
+
+
+# --------------------------------------------------------------------------- the code is part of the checked folder
+def _copy(tiny: Path, to: Path) -> Path:
+    shutil.copytree(tiny, to, ignore=shutil.ignore_patterns("__pycache__"))
+    return to
+
+
+def test_a_swapped_code_file_is_refused_at_load_naming_it(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path / "swapped")
+    source = folder / "code" / "torchdeq_fusion" / "model.py"
+    source.write_text(source.read_text() + "\nimport os  # swapped in after saving\n")
+    with pytest.raises(ModelLoadError, match=r"code/torchdeq_fusion/model\.py: SHA-256 .* differs"):
+        load_model(folder, trust_code=True)
+    with pytest.raises(ModelLoadError, match=r"code/torchdeq_fusion/model\.py: SHA-256"):
+        from deq_core.engine import verify_folder
+
+        verify_folder(folder)  # what the app's model list runs: the folder is listed as broken
+
+
+def test_a_code_file_added_after_saving_is_refused(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path / "added")
+    (folder / "code" / "torchdeq_fusion" / "helper.py").write_text("print('not saved with the model')\n")
+    with pytest.raises(ModelLoadError, match=r"helper\.py: not recorded in checksums\.json"):
+        load_model(folder, trust_code=True)
+
+
+def test_the_import_itself_checks_each_source_against_checksums(tiny, tmp_path):
+    """A file swapped between the folder's checks and the import still does not run (and no .pyc is read)."""
+    from deq_core.engine import read_adapter
+    from deq_core.engine.adapter import build_user_module
+    from deq_core.engine.checkpoint import _adapter_config
+
+    folder = _copy(tiny, tmp_path / "raced")
+    config, _, digests = _adapter_config(folder, verify_checksums=True)
+    source = folder / "code" / "torchdeq_fusion" / "model.py"
+    source.write_text(source.read_text() + "\nRAN = True\n")
+    assert read_adapter(folder)["code"] == "code"
+    with pytest.raises(ModelLoadError, match=r"ImportError: .*model\.py: SHA-256 .* differs"):
+        build_user_module(folder, config, trust_code=True, digests=digests)
+    assert not list((folder / "code").rglob("*.pyc"))  # nothing written into the model folder
+
+
+def test_a_report_fails_verification_once_a_code_file_is_swapped(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path / "reported")
+    lens = Lens.open(folder, device="cpu", trust_code=True)
+    data = lens.data(max_cases=2)
+    lens.issue(lens.case(data.ids[0], data=data), tmp_path / "report")
+    source = folder / "code" / "torchdeq_fusion" / "model.py"
+    source.write_text(source.read_text() + "\n# swapped\n")
+    result = Lens.verify(tmp_path / "report" / "report.json", trust_code=True)
+    assert not result.ok
+    assert any("code/torchdeq_fusion/model.py SHA-256" in p for p in result.problems), result.problems
+
+
+def test_an_old_folder_without_code_checksums_still_loads_with_a_warning(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path / "old")
+    checksums = json.loads((folder / "checksums.json").read_text())
+    del checksums["code"]  # what save_adapter wrote before the code was recorded
+    (folder / "checksums.json").write_text(json.dumps(checksums))
+    with pytest.warns(UserWarning, match="records no checksums of the adapter's code files"):
+        model = load_model(folder, device="cpu", trust_code=True)
+    assert model.config.modality_names == ("photo", "sensors", "note")
+
+
+def test_save_adapter_needs_the_code_in_place_first(tiny, tmp_path):
+    model = load_model(tiny, device="cpu", trust_code=True)
+    with pytest.raises(ModelLoadError, match="the code folder does not exist; copy your package there before saving"):
+        save_adapter(model.user, model.config, tmp_path / "empty", "torchdeq_fusion.model:build", code="code")
+
+
+# --------------------------------------------------------------------------- trust is per folder and per code
+def test_trust_given_for_one_folder_does_not_open_another(tiny, tmp_path):
+    from deq_core.engine import CodeTrust
+
+    other = _copy(tiny, tmp_path / "other")
+    grant = CodeTrust.grant(tiny)
+    assert load_model(tiny, device="cpu", trust_code=grant) is not None
+    with pytest.raises(ModelLoadError, match=r"Leave to run code was given for .*tiny-example, not for this folder"):
+        load_model(other, device="cpu", trust_code=grant)
+    assert load_model(other, device="cpu", trust_code=[grant, CodeTrust.grant(other)]) is not None
+
+
+def test_trust_lapses_when_the_folders_code_changes(tiny, tmp_path):
+    from deq_core.engine import CodeTrust, write_adapter_checksums
+
+    folder = _copy(tiny, tmp_path / "changing")
+    grant = CodeTrust.grant(folder)
+    source = folder / "code" / "torchdeq_fusion" / "model.py"
+    source.write_text(source.read_text() + "\n# new version\n")
+    write_adapter_checksums(folder)  # even re-recorded consistently, the code is not the code trusted
+    with pytest.raises(ModelLoadError, match="Its code changed since you allowed it to run"):
+        load_model(folder, device="cpu", trust_code=grant)
+
+
+def test_two_folders_with_the_same_package_each_run_their_own_code(tiny, tmp_path):
+    from deq_core.engine import write_adapter_checksums
+
+    first, second = _copy(tiny, tmp_path / "first"), _copy(tiny, tmp_path / "second")
+    source = second / "code" / "torchdeq_fusion" / "model.py"
+    source.write_text(source.read_text() + "\nSECOND_FOLDER = True\n")
+    write_adapter_checksums(second)
+    one = load_model(first, device="cpu", trust_code=True)
+    two = load_model(second, device="cpu", trust_code=True)
+    first_globals, second_globals = (type(m.user).__init__.__globals__ for m in (one, two))  # each class's own module
+    assert second_globals.get("SECOND_FOLDER") and str(second) in second_globals["__file__"]
+    assert "SECOND_FOLDER" not in first_globals and str(first) in first_globals["__file__"]
+
+
+def test_a_package_named_like_an_installed_module_is_refused(tiny, tmp_path):
+    folder = _copy(tiny, tmp_path / "shadow")
+    shutil.copytree(folder / "code" / "torchdeq_fusion", folder / "code" / "json")
+    adapter = json.loads((folder / "adapter.json").read_text())
+    adapter["factory"] = "json.model:build"
+    (folder / "adapter.json").write_text(json.dumps(adapter))
+    with pytest.raises(ModelLoadError, match="has the name of the installed module 'json'"):
+        load_model(folder, device="cpu", trust_code=True, verify_checksums=False)
+
+
+def test_the_command_lines_trust_code_covers_the_model_folder_only(tiny, tmp_path, capsys):
+    from deq_core.evaluate import main
+
+    other = _copy(tiny, tmp_path / "compared")
+    code = main(["--model", str(tiny), "--device", "cpu", "--trust-code", "--compare", str(other)])
+    assert code != 0
+    assert "not for this folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- batch and edge through an adapter
+def test_batch_runs_on_a_users_model_with_trust_code_and_says_so_without(tiny, tmp_path, capsys):
+    from deq_core.batch import read_records
+    from deq_core.cli import main
+    from deq_core.data.generate import generate_folder
+
+    cases = generate_folder("inspection", 3, tmp_path / "cases")
+    command = ["batch", "--model", str(tiny), "--cases", str(cases), "--out", str(tmp_path / "run"), "--no-progress",
+               "--log", f"sqlite:///{tmp_path / 'log.sqlite'}", "--steps", "4", "--starts", "2", "--no-cross-check"]
+    assert main(command) == 2
+    assert "--trust-code" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main([*command, "--trust-code"]) == 0
+    records = read_records(tmp_path / "run")
+    assert len(records) == 3 and set(records["case_id"]) == set(load_folder_ids(cases))
+
+
+def load_folder_ids(cases: Path) -> list[str]:
+    from deq_core.data import load_folder
+
+    return list(load_folder(cases).ids)
+
+
+def test_edge_export_of_a_users_model_needs_trust_code_and_then_works(tiny, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from deq_core.cli import main
+
+    out = tmp_path / "tiny.onnx"
+    with pytest.raises(ModelLoadError, match=r"adapter\.json: this model is your own code .*--trust-code"):
+        main(["edge", "export", "--model", str(tiny), "--steps", "4", "--out", str(out)])
+    assert not out.exists()
+    assert main(["edge", "export", "--model", str(tiny), "--steps", "4", "--out", str(out), "--trust-code"]) == 0
+    lens = Lens.open(tiny, device="cpu", trust_code=True)
+    inputs = lens.data(max_cases=2).inputs
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {f"input_{i}": x[:2].numpy() for i, x in enumerate(inputs)})[0]
+    assert probabilities.shape == (2, len(lens.class_names))
+    assert abs(probabilities.sum(1) - 1).max() < 1e-5
+    with pytest.raises(ModelLoadError, match="your own code"):  # the leave ended with the command
+        load_model(tiny, device="cpu")
