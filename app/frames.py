@@ -120,6 +120,8 @@ def lab_history_display(history: Sequence[Mapping], class_names: Sequence[str]) 
 
 MODEL_COLUMNS = {
     "model": Column("model", "text"),
+    # Models compare on equal terms only when they read the inputs alike (issue 19).
+    "encoders": Column("encoders", "text", help="Each input's encoder; the image encoder's pooling differs between models."),
     "accuracy": Column("accuracy", "percent", help="Share of test cases decided correctly."),
     "macro_f1": Column("macro F1", "number", 3, "F1 score averaged over classes, so rare classes count as much as common ones."),
     "false_alarm_rate": Column("false alarms", "percent", help="Share of good parts flagged as faulty."),

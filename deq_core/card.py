@@ -208,6 +208,9 @@ class ModelCard:
     owner: dict[str, str | None]
     package_version: str
     options: dict = field(default_factory=dict)
+    # ModelConfig.describe_encoders(): models of one dataset compare on equal terms only
+    # when they read the inputs with the same encoders, so the card names them.
+    encoders: str = ""
 
     @property
     def missing_owner_fields(self) -> list[str]:
@@ -240,7 +243,7 @@ def build_card(lens, options: CardOptions = CardOptions(), use_cache: bool = Tru
         modalities=tuple({"name": m.name, "kind": m.kind, "shape": list(m.shape)} for m in config.modalities),
         training=training, measured=measure(lens, options, use_cache, robustness_cache, data),
         owner=owner,
-        package_version=__version__, options=asdict(options),
+        package_version=__version__, options=asdict(options), encoders=config.describe_encoders(),
     )  # fmt: skip
 
 
@@ -285,6 +288,7 @@ def sections(card: ModelCard) -> list[Section]:
     details = [
         f"Name: {card.name}; architecture: {card.architecture} fusion ({'deep-equilibrium' if card.architecture == 'deq' else 'baseline'}).",
         "Inputs: " + ", ".join(f"{x['name']} ({x['kind']} {'x'.join(map(str, x['shape']))})" for x in card.modalities) + ".",
+        *([f"Encoders: {card.encoders}."] if card.encoders else []),
         f"Classes: {', '.join(card.classes)}" + (f" (normal class: {card.normal_class})." if card.normal_class else "."),
         f"Weights and config SHA-256: {card.checksum}.",
         f"Owner: {card.owner_text('owner')}",

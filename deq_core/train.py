@@ -65,7 +65,8 @@ class TrainingSettings:
     vector_hidden: int = 256
     # The image encoder's pooling (EncoderSettings.image_pooling): "grid" or "global".
     # Cross-validation chose "global" for the inspection baselines; every inspection DEQ
-    # recipe tried with it missed an explanation target, so that DEQ keeps "grid" (docs/experiments.md).
+    # recipe tried with it missed an explanation or (issue 19) solver target, so that DEQ
+    # keeps "grid" (docs/experiments.md).
     image_pooling: str = "grid"
     unroll_steps: int = 10
     seed: int = 0

@@ -73,6 +73,10 @@ def test_card_sections_follow_mitchell_and_carry_measured_figures(card):
 
 def test_markdown_has_hugging_face_front_matter_and_marked_placeholders(card):
     text = card_markdown(card)
+    # The card says which encoder reads each input, as the model's config builds them.
+    pooling = json.loads((MODEL / "config.json").read_text())["encoder"].get("image_pooling", "grid")
+    assert card.encoders.startswith(f"photo: CNN, {'4x4 grid' if pooling == 'grid' else 'global'} pooling;")
+    assert f"Encoders: {card.encoders}." in text and "sensors: 1-D CNN" in text
     head, body = text.split("---\n", 2)[1:]
     assert "license:" in head and "model-index:" in head and "stable_unique_equilibrium_share" in head
     assert f"value: {card.measured['evaluation']['accuracy']:.4f}" in head

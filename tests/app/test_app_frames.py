@@ -124,3 +124,5 @@ def test_evaluation_table_names_each_models_encoders():
     table = frames.evaluation_table({"a": evaluation, "b": evaluation}, {"a": "photo: CNN, global pooling"})
     assert table["encoders"].tolist() == ["photo: CNN, global pooling", ""]
     assert frames.evaluation_table({"a": evaluation})["encoders"].tolist() == [""]
+    shown = frames.display(table, frames.MODEL_COLUMNS).frame  # as the Overview shows it, beside the model's name
+    assert list(shown.columns[:2]) == ["model", "encoders"] and shown["encoders"][0] == "photo: CNN, global pooling"
