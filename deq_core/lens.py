@@ -229,6 +229,33 @@ class Lens:
         key = self._key("explain", case.key, case.fingerprint, target, n_steps, baseline, solver, cross_check)
         return self._cached(key, compute)
 
+    def explain_classes(self, case: Case, targets: Sequence[int] | None = None, n_steps: int | None = None,
+                        baseline: str | None = None, solver: SolverSettings | None = None,
+                        cross_check: bool = True) -> "dict[int, Explanation]":  # fmt: skip
+        """``explain`` of ``case`` for each class in ``targets`` (default every class), sharing the work.
+
+        ``explain_targets`` solves the case, its stability and its Shapley coalitions once for
+        all of them; each result lands in the cache under ``explain``'s own key, so asking
+        ``explain`` for another class afterwards is a look-up. Classes already cached are not
+        computed again.
+        """
+        from deq_core.explain.attribution import DEFAULT_STEPS
+        from deq_core.explain.explanation import explain_targets
+
+        n_steps = DEFAULT_STEPS if n_steps is None else int(n_steps)
+        targets = range(len(self.class_names)) if targets is None else targets
+        key = lambda t: self._key("explain", case.key, case.fingerprint, t, n_steps, baseline, solver, cross_check)  # noqa: E731
+        wanted = [int(t) for t in dict.fromkeys(targets)]
+        missing = [t for t in wanted if key(t) not in self.cache]
+        if missing:
+            anchors = self.stability_anchors(solver)
+            with self.lock:
+                found = explain_targets(self.model, case.inputs, missing, texts=case.texts, n_steps=n_steps,
+                                        baseline=baseline, solver=solver, cross_check=cross_check, anchors=anchors)  # fmt: skip
+            for target, explanation in zip(missing, found):
+                self._cached(key(target), lambda e=explanation: e)
+        return {t: self.explain(case, t, n_steps, baseline, solver, cross_check) for t in wanted}  # look-ups now
+
     def tune(self, case: Case, settings: SolverSettings) -> "CaseTuning":
         """One case under ``settings`` and under the tight reference (``tuning.reference_for``)."""
         from deq_core.explain import tuning
