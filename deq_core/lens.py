@@ -56,6 +56,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from deq_core.explain.tuning import CaseTuning, ComputeComparison, SettingsReport, ToleranceSweep
 
 CACHE_ENTRIES = 1024  # per-case results are small (a trajectory is T x d floats); about 1 MB each at most
+# Dataset splits read by any Lens of this process: a model and its baselines read the same
+# split with the same modalities, and generating the inspection test split costs about 0.3 s
+# each time (four models on the Overview: over a second of its first paint). Read-only.
+_SPLITS = MemoryCache(16)
 
 Progress = Callable[[float, str], None]
 
@@ -172,7 +176,7 @@ class Lens:
                 return data
             return data.subset(np.unique(np.linspace(0, len(data) - 1, max_cases).round().astype(int)))
 
-        return self._cached(("data", dataset, split, max_cases, tuple(m.name for m in self.modalities)), load)
+        return _SPLITS.get_or_compute(("data", str(dataset), split, max_cases, tuple(self.modalities)), load)
 
     def case(self, case_id: str, split: str = "test", data: "MultimodalDataset | None" = None) -> Case:
         """A case of ``data`` (default the model's own ``split``) by id."""
