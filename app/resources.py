@@ -544,8 +544,8 @@ def other_classes_job(entry: ModelEntry, case: Case, n_steps: int, baseline: str
 
     Queued once the page has shown the class it explains, so picking another class in
     "Explain the class" is a cache look-up instead of a new Integrated Gradients run with
-    every solve behind it: each class lands in the Lens cache the foreground reads, most
-    probable first. A class the foreground asks for while it is being computed here is
+    every solve behind it: each class lands in the Lens cache the foreground reads, the
+    runner-up first. A class the foreground asks for while it is being computed here is
     waited for, not computed twice (``MemoryCache`` computes a key once).
     """
     identity = (case.key, case.fingerprint, int(n_steps), baseline)
@@ -554,11 +554,14 @@ def other_classes_job(entry: ModelEntry, case: Case, n_steps: int, baseline: str
     def work(report):
         lens = background_lens(entry)
         order = np.argsort(-lens.decide(case).probabilities, kind="stable").tolist()
-        for done, target in enumerate(order):
+        # The runner-up alone first (the class most likely asked for next), then the rest in one
+        # explain_classes call, which shares their solve, coalitions and stability check.
+        for done, targets in enumerate((order[:2], order[2:])):
             if _LATEST_CASE.get(entry.checksum) != identity:
                 return done  # another case was opened since: its classes matter now
-            report(done / len(order), f"explaining {case.key} for {lens.class_names[target]}")
-            lens.explain(case, target, n_steps, baseline)
+            report(0.5 * done, f"explaining {case.key} for {', '.join(lens.class_names[t] for t in targets)}")
+            if targets:
+                lens.explain_classes(case, targets, n_steps, baseline)
         return len(order)
 
     return jobs().submit(("explain-classes", entry.checksum, *identity), "explanations of the other classes", work)
