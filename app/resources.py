@@ -598,6 +598,39 @@ def stability_job(entry: ModelEntry) -> Job:
     return jobs().submit(key, "stability survey", work)
 
 
+# The case whose other classes were asked for last, per model: a job still explaining an
+# earlier case stops at its next class (the person has moved on; the CPU is the new case's).
+_LATEST_CASE: dict[str, tuple] = {}
+
+
+def other_classes_job(entry: ModelEntry, case: Case, n_steps: int, baseline: str | None) -> Job:
+    """The other classes' explanations of ``case``, one class at a time on the background Lens.
+
+    Queued once the page has shown the class it explains, so picking another class in
+    "Explain the class" is a cache look-up instead of a new Integrated Gradients run with
+    every solve behind it: each class lands in the Lens cache the foreground reads, the
+    runner-up first. A class the foreground asks for while it is being computed here is
+    waited for, not computed twice (``MemoryCache`` computes a key once).
+    """
+    identity = (case.key, case.fingerprint, int(n_steps), baseline)
+    _LATEST_CASE[entry.checksum] = identity
+
+    def work(report):
+        lens = background_lens(entry)
+        order = np.argsort(-lens.decide(case).probabilities, kind="stable").tolist()
+        # The runner-up alone first (the class most likely asked for next), then the rest in one
+        # explain_classes call, which shares their solve, coalitions and stability check.
+        for done, targets in enumerate((order[:2], order[2:])):
+            if _LATEST_CASE.get(entry.checksum) != identity:
+                return done  # another case was opened since: its classes matter now
+            report(0.5 * done, f"explaining {case.key} for {', '.join(lens.class_names[t] for t in targets)}")
+            if targets:
+                lens.explain_classes(case, targets, n_steps, baseline)
+        return len(order)
+
+    return jobs().submit(("explain-classes", entry.checksum, *identity), "explanations of the other classes", work)
+
+
 def warm_up(entry: ModelEntry) -> None:
     """Queue the default views' dataset-level work at start, so it is under way before anyone asks."""
     for sibling in baselines_of(entry).values():

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 PALETTE = ("#1f6f8b", "#e0682a", "#6b7280", "#9b5de5", "#079464", "#d94a57", "#bb830e", "#3b82f6", "#0c5a44", "#9e303b")
@@ -23,6 +24,20 @@ VARIANT_COLOUR = "#e0682a"
 # Diverging scale with a transparent middle, so an attribution overlay leaves neutral pixels visible.
 OVERLAY_SCALE = [[0.0, "rgba(33,102,172,0.85)"], [0.5, "rgba(255,255,255,0)"], [1.0, "rgba(178,24,43,0.85)"]]
 DIVERGING = "RdBu_r"
+
+
+TEMPLATE = "plotly_white"
+
+
+def use_template_by_default() -> None:
+    """Make ``TEMPLATE`` plotly's process-wide default, so ``_layout`` need not set it on every figure.
+
+    Setting ``template=`` validates and deep-copies the whole template: about 10 ms a figure,
+    a fifth of a second on a page of 15 charts. A figure that takes the default is
+    serialised to the same JSON. The app calls this (it owns its process); a library user's
+    own default is left alone, and then every figure gets the template set explicitly.
+    """
+    pio.templates.default = TEMPLATE
 
 
 def _layout(fig: go.Figure, height: int = 320, title: str | None = None, legend: bool = True) -> go.Figure:
@@ -35,8 +50,9 @@ def _layout(fig: go.Figure, height: int = 320, title: str | None = None, legend:
         title=dict(text=title, x=0, font=dict(size=14)) if title else None,
         showlegend=legend,
         legend=dict(orientation="h", yanchor="bottom", y=1.1 if titled else 1.02, xanchor="left", x=0),
-        template="plotly_white",
     )
+    if pio.templates.default != TEMPLATE:
+        fig.update_layout(template=TEMPLATE)
     return fig
 
 

@@ -57,6 +57,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from deq_core.explain.tuning import CaseTuning, ComputeComparison, SettingsReport, ToleranceSweep
 
 CACHE_ENTRIES = 1024  # per-case results are small (a trajectory is T x d floats); about 1 MB each at most
+# Dataset splits read by any Lens of this process: a model and its baselines read the same
+# split with the same modalities, and generating the inspection test split costs about 0.3 s
+# each time (four models on the Overview: over a second of its first paint). Read-only.
+_SPLITS = MemoryCache(16)
 
 Progress = Callable[[float, str], None]
 
@@ -180,7 +184,7 @@ class Lens:
                 return data
             return data.subset(np.unique(np.linspace(0, len(data) - 1, max_cases).round().astype(int)))
 
-        return self._cached(("data", dataset, split, max_cases, tuple(m.name for m in self.modalities)), load)
+        return _SPLITS.get_or_compute(("data", str(dataset), split, max_cases, tuple(self.modalities)), load)
 
     def case(self, case_id: str, split: str = "test", data: "MultimodalDataset | None" = None) -> Case:
         """A case of ``data`` (default the model's own ``split``) by id."""
@@ -236,6 +240,33 @@ class Lens:
 
         key = self._key("explain", case.key, case.fingerprint, target, n_steps, baseline, solver, cross_check)
         return self._cached(key, compute)
+
+    def explain_classes(self, case: Case, targets: Sequence[int] | None = None, n_steps: int | None = None,
+                        baseline: str | None = None, solver: SolverSettings | None = None,
+                        cross_check: bool = True) -> "dict[int, Explanation]":  # fmt: skip
+        """``explain`` of ``case`` for each class in ``targets`` (default every class), sharing the work.
+
+        ``explain_targets`` solves the case, its stability and its Shapley coalitions once for
+        all of them; each result lands in the cache under ``explain``'s own key, so asking
+        ``explain`` for another class afterwards is a look-up. Classes already cached are not
+        computed again.
+        """
+        from deq_core.explain.attribution import DEFAULT_STEPS
+        from deq_core.explain.explanation import explain_targets
+
+        n_steps = DEFAULT_STEPS if n_steps is None else int(n_steps)
+        targets = range(len(self.class_names)) if targets is None else targets
+        key = lambda t: self._key("explain", case.key, case.fingerprint, t, n_steps, baseline, solver, cross_check)  # noqa: E731
+        wanted = [int(t) for t in dict.fromkeys(targets)]
+        missing = [t for t in wanted if key(t) not in self.cache]
+        if missing:
+            anchors = self.stability_anchors(solver)
+            with self.lock:
+                found = explain_targets(self.model, case.inputs, missing, texts=case.texts, n_steps=n_steps,
+                                        baseline=baseline, solver=solver, cross_check=cross_check, anchors=anchors)  # fmt: skip
+            for target, explanation in zip(missing, found):
+                self._cached(key(target), lambda e=explanation: e)
+        return {t: self.explain(case, t, n_steps, baseline, solver, cross_check) for t in wanted}  # look-ups now
 
     def tune(self, case: Case, settings: SolverSettings) -> "CaseTuning":
         """One case under ``settings`` and under the tight reference (``tuning.reference_for``)."""

@@ -84,10 +84,11 @@ def serve(env: dict[str, str] | None = None, port: int | None = None, log: Path 
 RUNNING = "[data-testid=\"stStatusWidgetRunningIcon\"]"
 
 
-def wait_idle(page, timeout: float = LONG, started: bool = False) -> None:
+def wait_idle(page, timeout: float = LONG, started: bool = False, settle_ms: int = 300) -> None:
     """Until the rerun a click started is over: its running indicator came (or the rerun was quicker) and went.
 
     ``started``: the page already shows the rerun's output, so it has begun; do not wait for it to start.
+    ``settle_ms``: then wait this long for the charts to draw (0 where the caller times the rerun itself).
     """
     try:  # widgets debounce before they rerun the script; a fast rerun may come and go unseen
         if not started:
@@ -95,7 +96,8 @@ def wait_idle(page, timeout: float = LONG, started: bool = False) -> None:
     except Exception:  # noqa: BLE001 - playwright's TimeoutError: nothing ran, or it already finished
         pass
     page.wait_for_selector(RUNNING, state="detached", timeout=timeout)
-    page.wait_for_timeout(300)  # charts draw after the run ends
+    if settle_ms:
+        page.wait_for_timeout(settle_ms)  # charts draw after the run ends
 
 
 def wait_charts(page, at_least: int = 1, timeout: float = LONG) -> int:
@@ -190,8 +192,9 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     clicked = time.perf_counter()
     heading = page.get_by_text("contribution to P(").first
     until(page, lambda: f"P({explained})" not in heading.inner_text())
-    wait_idle(page, started=True)
+    wait_idle(page, started=True, settle_ms=0)  # timed to the end of the rerun, not the drawing pause after it
     seen["seconds_explain_other_class"] = time.perf_counter() - clicked
+    page.wait_for_timeout(300)
     seen["inspect_explained_before"], seen["inspect_explained_after"] = explained, selected(target)
     shoot(page, out, "inspect", seen)
 

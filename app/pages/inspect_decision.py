@@ -216,8 +216,9 @@ baseline_names = ["default", *BASELINES]
 baseline = settings[2].selectbox("Compared with", baseline_names, key="insp_baseline",
                                  format_func=lambda b: "each input's default" if b == "default" else f"{b}: {BASELINES[b].description}",
                                  help="What 'absent' means for the attribution: the input is compared with this baseline.")  # fmt: skip
+baseline_choice = None if baseline == "default" else baseline
 with st.spinner(f"Explaining {case.key}: Integrated Gradients over {n_steps} steps and every combination of inputs…"):
-    explanation = lens.explain(case, config.class_names.index(target_name), n_steps, None if baseline == "default" else baseline)
+    explanation = lens.explain(case, config.class_names.index(target_name), n_steps, baseline_choice)
 shapley = explanation.shapley
 attribution = explanation.attribution
 e, f = st.columns([3, 2])
@@ -331,3 +332,6 @@ report_panel(
     settings=ReportSettings(n_steps=n_steps, baseline=None if baseline == "default" else baseline, target=target_index),
     identity=(target_index, n_steps, baseline),
 )  # fmt: skip
+# After the page: explain the case's other classes in the background, so choosing one in
+# "Explain the class" is a look-up (queued once per case and settings, never repeated).
+resources.other_classes_job(entry, case, n_steps, baseline_choice)

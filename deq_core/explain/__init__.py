@@ -67,6 +67,7 @@ _EXPORTS = {
     'Reliability': '.explanation',
     'Explanation': '.explanation',
     'explain_case': '.explanation',
+    'explain_targets': '.explanation',
     'assess': '.explanation',
     'format_explanation': '.explanation',
     'TARGETS': '.faithfulness',

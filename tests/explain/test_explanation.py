@@ -77,3 +77,51 @@ def test_feed_forward_models_are_explained_without_a_trajectory():
     assert e.trajectory is None and e.gate_share is None and e.lock_in_iteration is None
     assert e.reliability.status == "feed-forward" and e.reliability.solves_converged
     json.dumps(e.to_dict(), allow_nan=False)
+
+
+def _assert_same_explanation(many, one, tol: float = 1e-6):
+    """Every number the pages and reports show, equal within ``tol``."""
+    assert (many.target, many.prediction) == (one.target, one.prediction)
+    assert many.probabilities == pytest.approx(one.probabilities, abs=tol)
+    for a, b in zip(many.attribution.maps, one.attribution.maps):
+        torch.testing.assert_close(a, b, atol=tol, rtol=0)
+    assert many.attribution.convergence_delta == pytest.approx(one.attribution.convergence_delta, abs=tol)
+    assert many.attribution.path_values == pytest.approx(one.attribution.path_values, abs=tol)
+    for name in ("values", "interactions", "coalition_values", "ablation"):
+        torch.testing.assert_close(getattr(many.shapley, name), getattr(one.shapley, name), atol=tol, rtol=0)
+    assert many.shapley.coalition_solve == one.shapley.coalition_solve
+    r, s = many.reliability.to_dict(), one.reliability.to_dict()
+    assert r["warnings"] == s["warnings"] and r["reliable"] == s["reliable"]
+    assert r["ig_relative_delta"] == pytest.approx(s["ig_relative_delta"], abs=tol)
+    if one.stability is not None:
+        assert many.stability.local.spectral_radius == pytest.approx(one.stability.local.spectral_radius, abs=tol)
+        assert many.stability.uniqueness.n_equilibria == one.stability.uniqueness.n_equilibria
+
+
+def test_every_class_at_once_equals_each_class_alone(contractive_deq):
+    """explain_targets shares the solve, the coalitions and the stability check between the classes;
+    each class's explanation must still be the one explain_case gives for it alone."""
+    from deq_core.explain.explanation import explain_targets
+
+    inputs = tuple(x[:1] for x in tiny_inputs(1))
+    classes = range(len(contractive_deq.config.class_names))
+    together = explain_targets(contractive_deq, inputs, list(classes), n_steps=8)
+    assert [e.target for e in together] == list(classes)
+    for target, many in zip(classes, together):
+        _assert_same_explanation(many, explain_case(contractive_deq, inputs, target=target, n_steps=8))
+    with pytest.raises(ValueError, match="at least one target"):
+        explain_targets(contractive_deq, inputs, [], n_steps=8)
+
+
+def test_lens_explain_classes_fills_the_explain_cache(contractive_deq):
+    """After explain_classes, explain of any class is a look-up (the same object), and equals a fresh computation."""
+    from deq_core import Case, Lens
+
+    lens = Lens(contractive_deq)
+    case = Case.from_inputs(contractive_deq.config.modalities, tuple(x[:1] for x in tiny_inputs(1)), key="c-1")
+    found = lens.explain_classes(case, n_steps=8)
+    assert sorted(found) == list(range(len(lens.class_names)))
+    for target, explanation in found.items():
+        assert lens.explain(case, target, 8) is explanation
+        _assert_same_explanation(explanation, explain_case(contractive_deq, case.inputs, target=target, n_steps=8,
+                                                           anchors=lens.stability_anchors()))  # fmt: skip
