@@ -25,10 +25,12 @@ PRECISION_NAMES = {"fp32": "fp32 (float)", "int8": "int8 (static, calibrated on 
 
 def steps_job(entry: resources.ModelEntry):
     key = ("edge-steps", entry.folder, entry.checksum, resources.max_cases())
+    open_lens = resources.background_opener(entry)  # the session's leave is read here, in the script, not in the job
+    max_cases = resources.max_cases()
 
     def work(report):
         report(0.05, "unrolling the fusion step on the validation cases")
-        return steps_table(resources.background_lens(entry), "val", max_cases=resources.max_cases())
+        return steps_table(open_lens(), "val", max_cases=max_cases)
 
     return resources.jobs().submit(key, "flips against K", work)
 
@@ -37,8 +39,10 @@ def export_job(entry: resources.ModelEntry, steps: int, precision: str):
     data = resources.test_data(entry)
     key = ("edge-export", entry.folder, entry.checksum, steps, precision, len(data))
 
+    open_lens = resources.background_opener(entry)
+
     def work(report):
-        lens = resources.background_lens(entry)
+        lens = open_lens()
         report(0.1, f"exporting with K = {steps}, {precision}")
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(lens, steps, Path(tmp) / "model.onnx", precision)

@@ -120,8 +120,6 @@ def lab_history_display(history: Sequence[Mapping], class_names: Sequence[str]) 
 
 MODEL_COLUMNS = {
     "model": Column("model", "text"),
-    # Models compare on equal terms only when they read the inputs alike (issue 19).
-    "encoders": Column("encoders", "text", help="Each input's encoder; the image encoder's pooling differs between models."),
     "accuracy": Column("accuracy", "percent", help="Share of test cases decided correctly."),
     "macro_f1": Column("macro F1", "number", 3, "F1 score averaged over classes, so rare classes count as much as common ones."),
     "false_alarm_rate": Column("false alarms", "percent", help="Share of good parts flagged as faulty."),
@@ -613,3 +611,17 @@ def stability_frame(found) -> pd.DataFrame:
             "wrong": found.errors.astype(bool),
         }
     )
+
+
+def encoders_caption(table: pd.DataFrame) -> str:
+    """One line under the Overview's models table: which image encoder each model uses (models compare on equal
+    terms only when they read the inputs alike; issue 19). A line rather than a column, so the table fits 1280 px."""
+    if "encoders" not in table or not table["encoders"].astype(bool).any():
+        return ""
+    groups: dict[str, list[str]] = {}
+    for model, encoders in zip(table["model"], table["encoders"]):
+        groups.setdefault(str(encoders) or "not stated", []).append(str(model))
+    if len(groups) == 1:
+        return f"Image pooling: {next(iter(groups))}, the same for every model."
+    return "Image pooling: " + "; ".join(f"{kind} ({', '.join(models)})" for kind, models in groups.items()) + \
+        ". Models that read the photo differently are not compared on equal terms."

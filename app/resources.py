@@ -220,7 +220,7 @@ def _probe(folder: str, stamp: tuple) -> ModelEntry | str:
             dataset=config.dataset,
             checksum=model_checksum(folder),
             inputs=tuple((m.name, m.kind, tuple(m.shape)) for m in config.modalities),
-            encoders=config.describe_encoders(),
+            encoders=config.describe_encoders(brief=True),
         )
     except (ModelLoadError, OSError) as error:
         return str(error)

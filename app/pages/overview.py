@@ -92,6 +92,8 @@ if len(table):
         chart(plots.latency_iterations(table), "overview_latency")
     show_table(frames.display(table.dropna(axis=1, how="all"), frames.MODEL_COLUMNS), "overview_models",
                f"{deq.name}-comparison.csv")  # fmt: skip
+    if caption := frames.encoders_caption(table):
+        st.caption(caption)
 
 # The robustness sweep takes longest: its section is laid out here but filled last.
 st.subheader("Robustness at a glance")

@@ -14,8 +14,8 @@ Why it survives a kill at any moment: a chunk's records become visible only by t
 atomic rename of a complete file, so no record is half-written; a chunk whose file
 exists is never computed again. The audit log is appended by the driver alone, chunk
 by chunk in case order, after the chunk's file is on disk, each chunk's rows in one
-transaction (``AuditLog.append_many``); a chunk is marked logged when its rows are in. A kill between the two leaves a chunk on disk but not
-marked: on restart its rows are checked against the log by record hash (or by the
+transaction (``AuditLog.append_many``); a chunk is marked logged when its rows are in.
+A kill between the two leaves a chunk on disk but not marked: on restart its rows are checked against the log by record hash (or by the
 report file and claim with --reports) and only the missing ones appended, so no row
 is logged twice and none is lost.
 """

@@ -204,13 +204,19 @@ class ModelConfig:
     def modality_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.modalities)
 
-    def describe_encoders(self) -> str:
+    def describe_encoders(self, brief: bool = False) -> str:
         """Each modality's encoder in a few words: ``"photo: CNN, global pooling; sensors: 1-D CNN; note: embeddings"``.
 
         Models of one dataset compare on equal terms only when they read the inputs with
         the same encoders; the image encoder's pooling is the one setting that differs
-        between shipped models, so the Overview and the model card name it.
+        between shipped models, so the Overview and the model card name it. ``brief``:
+        the image encoder's pooling alone (``"global"``; ``"photo: global; ..."`` for
+        several images), for a table column; the whole description without an image input.
         """
+        images = [m.name for m in self.modalities if m.kind == "image"]
+        if brief and images:
+            pooling = {"grid": "grid 4x4", "global": "global"}[self.encoder.image_pooling]
+            return pooling if len(images) == 1 else "; ".join(f"{name}: {pooling}" for name in images)
         image = {"grid": "CNN, 4x4 grid pooling", "global": "CNN, global pooling"}[self.encoder.image_pooling]
         vector = "MLP" if self.encoder.vector_hidden else "linear"
         words = {"image": image, "timeseries": "1-D CNN", "text": "embeddings", "vector": vector}

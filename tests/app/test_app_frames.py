@@ -124,5 +124,8 @@ def test_evaluation_table_names_each_models_encoders():
     table = frames.evaluation_table({"a": evaluation, "b": evaluation}, {"a": "photo: CNN, global pooling"})
     assert table["encoders"].tolist() == ["photo: CNN, global pooling", ""]
     assert frames.evaluation_table({"a": evaluation})["encoders"].tolist() == [""]
-    shown = frames.display(table, frames.MODEL_COLUMNS).frame  # as the Overview shows it, beside the model's name
-    assert list(shown.columns[:2]) == ["model", "encoders"] and shown["encoders"][0] == "photo: CNN, global pooling"
+    assert frames.encoders_caption(table) == ("Image pooling: photo: CNN, global pooling (a); not stated (b). Models "
+                                              "that read the photo differently are not compared on equal terms.")  # fmt: skip
+    table["encoders"] = "global"
+    assert frames.encoders_caption(table) == "Image pooling: global, the same for every model."
+    assert frames.encoders_caption(frames.evaluation_table({"a": evaluation})) == ""

@@ -292,6 +292,7 @@ def test_describe_encoders_names_the_image_pooling_of_the_shipped_models():
     models = Path(__file__).resolve().parents[2] / "assets" / "models"
     early = load_config(models / "inspection-early")
     assert early.describe_encoders() == "photo: CNN, global pooling; sensors: 1-D CNN; note: embeddings"
+    assert early.describe_encoders(brief=True) == "global"
     grid = dataclasses.replace(early, encoder=dataclasses.replace(early.encoder, image_pooling="grid"))
     assert grid.describe_encoders().startswith("photo: CNN, 4x4 grid pooling;")
     vector = dataclasses.replace(grid, modalities=(*grid.modalities, Modality("stats", "vector", (5,))))
