@@ -92,7 +92,7 @@ def check_agreement(out: Path, log: AuditLog) -> tuple[int, int]:
     notes = [n for n in notes if str(out.resolve()) in n]
     assert len(notes) <= 1
     for note in notes:
-        assert "was not written" in note and note.startswith(f"entry {ours[-1].id}:")
+        assert "was not written" in note and note.startswith(f"entry {max(e.id for e in ours)}:")  # entries(): newest first
     assert not list(out.glob("*/report.html")) or all(p.stat().st_size > 0 for p in out.glob("*/report.html"))
     assert log.verify().ok
     return len(on_disk), len(notes)
