@@ -92,12 +92,10 @@ def trace(
     """
     if not is_equilibrium(model):
         raise TypeError(f"a {model.config.architecture!r} model has no equilibrium to trace")
-    if features is None:
-        output = model.run(inputs, record=True, solver=solver)
-        images, gates, purified = model.parts(inputs, output.solve.states)
-    else:
-        output = model.run(inputs, record=True, solver=solver, features=features)
-        images, gates, purified = model.parts(inputs, output.solve.states, features=features)
+    output = model.run(inputs, record=True, solver=solver, features=features)
+    # An adapter's parts() takes no features: they are passed only when there are some.
+    given = {} if features is None else {"features": features}
+    images, gates, purified = model.parts(inputs, output.solve.states, **given)
     result = output.solve
     states = result.states  # (steps, batch, N+1, d) on the CPU
     probabilities = torch.softmax(model.head(images[:, :, model.n_modalities]), dim=-1).cpu()

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from deq_core import save_model
@@ -71,3 +72,11 @@ def restore_environment(previous: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def lens_env(tmp_path_factory):
+    """The app's environment on the tiny models with a cache of the module's own (import it into a test module)."""
+    previous = apply_environment(app_environment(tiny_models(), tmp_path_factory.mktemp("lens-cache")))
+    yield
+    restore_environment(previous)

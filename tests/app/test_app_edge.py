@@ -8,16 +8,9 @@ import sys
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lens_setup import APP, TEST_CASES, app_environment, apply_environment, restore_environment, tiny_models
+from lens_setup import APP, TEST_CASES, lens_env  # noqa: F401  (lens_env: a fixture)
 
 TIMEOUT = 300
-
-
-@pytest.fixture(scope="module")
-def lens_env(tmp_path_factory):
-    previous = apply_environment(app_environment(tiny_models(), tmp_path_factory.mktemp("lens-cache")))
-    yield
-    restore_environment(previous)
 
 
 def open_tuning() -> AppTest:

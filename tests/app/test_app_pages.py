@@ -13,16 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from deq_core.data.inspection import CLASS_NAMES
 from deq_core.explain.ideal import generated_case, ideal_shapley
-from lens_setup import APP, TEST_CASES, app_environment, apply_environment, restore_environment, tiny_models
+from lens_setup import APP, TEST_CASES, lens_env  # noqa: F401  (lens_env: a fixture)
 
 TIMEOUT = 300  # seconds per run: the first run of a page queues evaluations and sweeps on one thread
-
-
-@pytest.fixture(scope="module")
-def lens_env(tmp_path_factory):
-    previous = apply_environment(app_environment(tiny_models(), tmp_path_factory.mktemp("lens-cache")))
-    yield
-    restore_environment(previous)
 
 
 def open_app(page: str | None = None) -> AppTest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deq_core.audit import AuditLog, issue
+from deq_core.audit import AuditLog, issue, record_sha256
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +23,10 @@ def audit(tmp_path, key_dir) -> AuditLog:
 def issued(report, log: AuditLog, folder=None):
     """``report`` as handed out: logged, signed, written into ``folder`` if given."""
     return issue(report, log, folder)
+
+
+def resealed(record: dict) -> dict:
+    """``record`` edited, with its signature dropped and its own hash recomputed: a forgery consistent in itself."""
+    record.pop("signature", None)
+    record["report_sha256"] = record_sha256(record)
+    return record

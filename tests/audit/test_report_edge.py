@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from audit_helpers import audit, issued, key_dir  # noqa: E402, F401  (fixtures)
+from audit_helpers import audit, issued, key_dir, resealed  # noqa: E402, F401  (fixtures)
 from conftest import tiny_inputs, tiny_model  # noqa: E402
 from deq_core import save_model  # noqa: E402
-from deq_core.audit import ReportSettings, build_report, record_sha256, verify_report  # noqa: E402
+from deq_core.audit import ReportSettings, build_report, verify_report  # noqa: E402
 from deq_core.edge import export_onnx  # noqa: E402
 from deq_core.lens import Lens  # noqa: E402
 
@@ -31,12 +31,6 @@ def saved(tmp_path):
 @pytest.fixture
 def case():
     return tuple(x[:1] for x in tiny_inputs())
-
-
-def _resealed(record: dict) -> dict:
-    record.pop("signature", None)
-    record["report_sha256"] = record_sha256(record)
-    return record
 
 
 def test_a_report_with_an_exported_model_verifies_and_fails_when_the_file_is_swapped(saved, case, audit, tmp_path):
@@ -65,7 +59,7 @@ def test_a_forged_edge_decision_fails(saved, case, audit):
     first = next(iter(forged["edge"]["probabilities"]))
     forged["edge"]["probabilities"][first] += 0.01
     forged["edge"]["steps"] = 60
-    problems = verify_report(_resealed(forged), log=audit).problems
+    problems = verify_report(resealed(forged), log=audit).problems
     assert any(p.startswith("edge.probabilities") for p in problems), problems
     assert any(p.startswith("edge.steps") for p in problems), problems
 

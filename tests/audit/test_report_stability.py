@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from audit_helpers import audit, issued, key_dir  # noqa: F401  (fixtures)
+from audit_helpers import audit, issued, key_dir, resealed  # noqa: F401  (fixtures)
 from conftest import tiny_inputs, tiny_model
 from deq_core import SolverSettings, save_model, solve
-from deq_core.audit import ReportSettings, build_report, record_sha256, verify_report
+from deq_core.audit import ReportSettings, build_report, verify_report
 from deq_core.audit.html import render_html
 from deq_core.audit.record import ReportRecord
 from deq_core.explain import stability as st
@@ -33,12 +33,6 @@ def case():
     return tuple(x[:1] for x in tiny_inputs())
 
 
-def _resealed(record: dict) -> dict:
-    record.pop("signature", None)
-    record["report_sha256"] = record_sha256(record)
-    return record
-
-
 def test_a_deq_report_records_its_stability_and_verify_reruns_it(saved, case, audit):
     model, folder = saved
     report = issued(build_report(model, folder, case, "case-0", settings=SETTINGS), audit)
@@ -53,7 +47,7 @@ def test_a_deq_report_records_its_stability_and_verify_reruns_it(saved, case, au
     forged = json.loads(json.dumps(record))
     forged["stability"]["n_equilibria"] = 2
     forged["stability"]["unique"] = False
-    problems = verify_report(_resealed(forged), log=audit).problems
+    problems = verify_report(resealed(forged), log=audit).problems
     assert any(p.startswith("stability.n_equilibria") for p in problems), problems
 
 
