@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -241,13 +242,18 @@ class AuditLog:
                 fields["entry_hash"] = entry_hash(fields)
                 entries.append(fields)
                 count, previous = fields["id"], fields["entry_hash"]
-                connection.execute(insert(_entries).values(**fields))
-                # The database lets the head move one entry forward at a time only: once per entry.
-                if head or len(entries) > 1:
-                    connection.execute(update(_head).where(_head.c.name == "head").values(count=count,
-                                                                                         last_hash=previous))  # fmt: skip
-                else:
-                    connection.execute(insert(_head).values(name="head", count=count, last_hash=previous))
+            # Two statements for the whole chunk, each run once per row by the driver (executemany):
+            # the entries, then the head moving forward onto each of them in turn, one entry at a
+            # time as the database's trigger demands (each target entry exists by then).
+            connection.execute(insert(_entries), entries)
+            moves = [{"moved_count": e["id"], "moved_hash": e["entry_hash"]} for e in entries]
+            if not head:
+                first = moves.pop(0)
+                connection.execute(insert(_head).values(name="head", count=first["moved_count"],
+                                                        last_hash=first["moved_hash"]))  # fmt: skip
+            if moves:
+                connection.execute(update(_head).where(_head.c.name == "head").values(
+                    count=bindparam("moved_count"), last_hash=bindparam("moved_hash")), moves)  # fmt: skip
             checkpoint = Checkpoint.sign(key, count, previous)
             connection.execute(insert(_checkpoints).values(count=checkpoint.count, head_hash=checkpoint.head_hash,
                                                            created_at=checkpoint.created_at,

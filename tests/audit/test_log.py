@@ -216,3 +216,12 @@ def test_append_many_chains_in_one_transaction_with_one_checkpoint(log):
     with pytest.raises(Exception):
         log.append_many(bad)
     assert log.verify().entries == 4 and log.verify().ok
+
+
+def test_append_many_starts_an_empty_log_and_moves_its_head_onto_every_entry(log):
+    rows = [dict(model_name="inspection-deq", model_checksum="ab" * 32, case_id=f"case-{i}", prediction="ok",
+                 report_sha256=f"{i:064x}", summary={"p": 0.5}, source="batch") for i in range(3)]  # fmt: skip
+    assert [e.id for e in log.append_many(rows)] == [1, 2, 3]  # the head's first insert, then two moves
+    assert [e.id for e in log.append_many(rows[:1])] == [4]  # a one-row chunk: one move, no insert
+    check = log.verify()
+    assert check.ok and check.entries == 4 and [c.count for c in log.checkpoints()] == [3, 4]
