@@ -11,8 +11,10 @@ properties matter for explanation tools and are guaranteed here:
 
 Where the time goes, and what keeps it down: without autograd the loop runs in
 inference mode; a batch of one sample takes ``_SingleTracker`` and, for Anderson,
-``_anderson_single`` (scalars on the host, no masks); and when f offers
-``rows(index)`` a batched solve drops the samples that have stopped (``_Flat``).
+``_anderson_single`` (scalars on the host, no masks); when f offers ``rows(index)`` a
+batched solve drops the samples that have stopped (``_Flat``); the batched tracker
+replaces whole-state ``where``s by aliases or row copies (``_select_rows``); and the
+batched Anderson reuses its thread's history buffers (``_Scratch``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import enum
 import inspect
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +60,10 @@ BLOWUP_FACTOR = 1e6
 # about to stop; `python benchmarks/solvers.py` measures the difference (docs/experiments.md).
 COMPACT_RATIO = 0.5
 _TINY = 1e-30
+# The largest scratch buffer (one of Anderson's histories) a thread keeps for its next solve,
+# and how many it keeps (``_Scratch``): at batch 256 and state 512 the three take 9 MB.
+_SCRATCH_BYTES = 32 * 2**20
+_SCRATCH_KEPT = 3
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,37 @@ class SolveResult:
         return torch.stack([t[k] for t, k in zip(self.relative_residuals, self.best_iteration.tolist())])
 
 
-def _traces(matrix: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, ...]:
-    """Per-sample traces as views of the small (batch, max_iter) matrix: no 2 x batch clones."""
-    return tuple(row[:n] for row, n in zip(matrix.unbind(0), lengths))
+def _traces(matrix: torch.Tensor, iterations: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-sample traces from the ``(max_iter, batch)`` matrix, as views of one new CPU tensor.
+
+    Each sample's first ``iterations`` entries, in one masked copy and one ``split``:
+    no 2 x batch clones, and no Python loop over the batch (at batch 256 that loop cost
+    about 5% of a fusion solve).
+    """
+    steps = torch.arange(matrix.shape[0], device=matrix.device)
+    kept = matrix.T[steps < iterations[:, None]].cpu()  # sample by sample, each in step order
+    return torch.split(kept, iterations.tolist())
+
+
+def _select_rows(mask: torch.Tensor, count: int, source: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """``torch.where(mask[:, None], source, base)`` for ``(rows, n)`` tensors; ``count`` = mask's trues.
+
+    The same values bit for bit, but all-false and all-true masks return ``base`` or
+    ``source`` itself, and on the CPU the other cases copy whole rows (``index_copy_``
+    into a clone), several times faster than ``where``'s broadcast mask.
+    """
+    rows = mask.shape[0]
+    if count == 0:
+        return base
+    if count == rows:
+        return source
+    if source.device.type != "cpu":  # index_copy_'s nonzero would be one more host sync
+        return torch.where(mask[:, None], source, base)
+    if 2 * count >= rows:  # clone the larger part, copy the smaller
+        out, index, rest = source.clone(), (~mask).nonzero().flatten(), base
+    else:
+        out, index, rest = base.clone(), mask.nonzero().flatten(), source
+    return out.index_copy_(0, index, rest.index_select(0, index))
 
 
 class _Tracker:
@@ -129,22 +164,32 @@ class _Tracker:
         # row i is sample rows[i] of the batch, and ``_full`` keeps every sample's last state.
         self.rows: torch.Tensor | None = None
         self._full: dict[str, torch.Tensor] = {}
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # observe's best-iterate update, for _settle
+        self.counted = False  # ``stopped`` counts the working set as of the last observe
 
     _PER_SAMPLE = ("done", "diverged", "converged", "iterations", "best_z", "best_residual", "smallest_absolute",
-                   "best_iteration", "scale")  # fmt: skip
+                   "best_iteration", "runaway_norm")  # fmt: skip
     _TRACES = ("absolute", "relative")
 
     def observe(self, z: torch.Tensor, fz: torch.Tensor, residual: torch.Tensor | None = None) -> None:
-        """Record iterate z (flattened ``(batch, n)``) and its image f(z); update who is done."""
+        """Record iterate z (flattened ``(batch, n)``) and its image f(z); update who is done.
+
+        The best iterate ``best_z`` is settled by the next ``finished()``, whose host sync
+        also counts the samples that improved: when all of them did (most iterations),
+        ``best_z`` becomes z itself instead of a ``where`` over the whole state.
+        """
+        self._settle()
         k = self.step
-        active = ~self.done
-        absolute = (fz - z if residual is None else residual).norm(dim=1)
-        image_norm = fz.norm(dim=1)
+        done = self.done
+        active = ~done
+        # Both residuals are computed into their row of the traces (entries past a sample's
+        # stop are cut off in result()); linalg.vector_norm is what Tensor.norm calls,
+        # without its Python dispatch.
+        absolute = torch.linalg.vector_norm(fz - z if residual is None else residual, dim=1, out=self.absolute[k])
+        image_norm = torch.linalg.vector_norm(fz, dim=1)
         # NaN and inf both become inf: one op instead of isfinite + where.
-        absolute = torch.nan_to_num(absolute, nan=float("inf"))
-        relative = torch.nan_to_num(absolute / (image_norm + _TINY), nan=float("inf"))
-        self.absolute[k] = absolute  # entries past a sample's stop are cut off in result()
-        self.relative[k] = relative
+        absolute.nan_to_num_(nan=float("inf"))
+        relative = torch.div(absolute, image_norm + _TINY, out=self.relative[k]).nan_to_num_(nan=float("inf"))
         self.iterations += active
         if self.record:
             previous = self.states[-1] if self.states else z
@@ -154,30 +199,55 @@ class _Tracker:
         # is the one the converged flag speaks about.
         measure = absolute if self.stop_mode == "abs" else relative
         better = active & (measure < self.best_residual)
-        self.best_z = torch.where(better[:, None], z, self.best_z)
+        self._pending = (better, z)
         self.best_residual = torch.where(better, measure, self.best_residual)
         self.best_iteration.masked_fill_(better, k)
-        torch.minimum(self.smallest_absolute, absolute.masked_fill(~active, float("inf")), out=self.smallest_absolute)
-        z_norm = z.norm(dim=1)
+        # A stopped sample's smallest residual is never read again (blowup is masked by active).
+        torch.minimum(self.smallest_absolute, absolute, out=self.smallest_absolute)
+        z_norm = torch.linalg.vector_norm(z, dim=1)
         if k == 0:  # the problem's own scale, to recognise an iterate that ran off to infinity
-            self.scale = z_norm + image_norm + _TINY
-        runaway = z_norm > BLOWUP_FACTOR * self.scale
+            self.runaway_norm = BLOWUP_FACTOR * (z_norm + image_norm + _TINY)
+        runaway = z_norm > self.runaway_norm
         hit = active & (measure <= self.tol) & ~runaway
         blowup = active & ((absolute > BLOWUP_FACTOR * self.smallest_absolute) | runaway | absolute.isinf())
         self.converged |= hit
         self.diverged |= blowup & ~hit
         self.done |= hit | blowup
         self.step += 1
+        self.counted = False
+
+    def _settle(self, improved: int | None = None) -> None:
+        """Apply the last ``observe``'s best-iterate update; ``improved`` counts its improved samples."""
+        if self._pending is None:
+            return
+        better, z = self._pending
+        self._pending = None
+        if improved is None:
+            improved = int(better.sum())
+        self.best_z = _select_rows(better, improved, z, self.best_z)
 
     def keep_done(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        """``new`` for samples still running, ``old`` for those that have stopped: ``(batch, n)``."""
-        return torch.where(self.done[:, None], old, new)
+        """``new`` for samples still running, ``old`` for those that have stopped: ``(batch, n)``.
+
+        May return ``new`` or ``old`` itself; after ``finished()`` no ``where`` is needed
+        while no sample of the working set has stopped.
+        """
+        if not self.counted:
+            return torch.where(self.done[:, None], old, new)
+        return _select_rows(self.done, self.stopped, old, new)
 
     def finished(self) -> bool:
         if self.step >= self.max_iter:
+            self._settle()
             return True
-        # The one host sync per iteration: it is what lets the loop end early.
-        self.stopped = int(self.done.sum())
+        # The one host sync per iteration: it is what lets the loop end early (and it
+        # tells _settle how many samples improved).
+        if self._pending is None:
+            self.stopped = int(self.done.sum())
+        else:
+            self.stopped, improved = torch.stack((self.done.sum(), self._pending[0].sum())).tolist()
+            self._settle(improved)
+        self.counted = True
         return self.stopped == len(self.done)
 
     def should_compact(self) -> bool:
@@ -214,6 +284,7 @@ class _Tracker:
 
     def gather(self) -> None:
         """After the loop (in its inference mode): every sample's state back in the batch's tensors."""
+        self._settle()
         if self.rows is not None:
             self._store()
             for name, tensor in self._full.items():
@@ -222,8 +293,12 @@ class _Tracker:
 
     def _store(self) -> None:
         """Write the working set's state into the whole batch's (the first time: take it as is)."""
+        self._settle()
         if self.rows is None:
             self._full = {name: getattr(self, name) for name in (*self._PER_SAMPLE, *self._TRACES)}
+            # best_z may be an iterate itself (_settle), even the caller's z0: the rows
+            # written into it later must not reach the solver's or the caller's tensors.
+            self._full["best_z"] = self.best_z.clone()
             return
         for name in self._PER_SAMPLE:
             self._full[name][self.rows] = getattr(self, name)
@@ -233,9 +308,6 @@ class _Tracker:
     def result(self, shape: torch.Size, method: str, evaluations: int) -> SolveResult:
         # Called outside the solve's inference mode: every tensor handed out is a copy, so
         # callers can attach gradients to z or write into the others.
-        lengths = self.iterations.tolist()
-        absolute = self.absolute.T.to("cpu", copy=True)
-        relative = self.relative.T.to("cpu", copy=True)
         status = tuple(
             SolveStatus.CONVERGED if c else SolveStatus.DIVERGED if d else SolveStatus.MAX_ITER
             for c, d in zip(self.converged.tolist(), self.diverged.tolist())
@@ -246,8 +318,8 @@ class _Tracker:
         return SolveResult(
             z=self.best_z.reshape(shape).clone(),
             iterations=self.iterations.clone(),
-            absolute_residuals=_traces(absolute, lengths),
-            relative_residuals=_traces(relative, lengths),
+            absolute_residuals=_traces(self.absolute, self.iterations),
+            relative_residuals=_traces(self.relative, self.iterations),
             best_iteration=self.best_iteration.clone(),
             converged=self.converged.clone(),
             status=status,
@@ -381,12 +453,15 @@ def _compacted(g: _Flat, tracker: _Tracker, *tensors: torch.Tensor | None):
 def _fixed_point(g: _Flat, z: torch.Tensor, tracker: _Tracker, *, damping: float = 1.0) -> int:
     """Plain (``damping`` = 1) or damped iteration z <- (1 - damping) z + damping f(z)."""
     evaluations = 0
-    while not tracker.finished():
+    finished = tracker.finished()
+    while not finished:
         g, z = _compacted(g, tracker, z)
         fz = g(z)
         evaluations += 1
         tracker.observe(z, fz)
-        z = tracker.keep_done(z, fz if damping == 1 else (1 - damping) * z + damping * fz)
+        finished = tracker.finished()  # before keep_done, which reads its count of stopped samples
+        if not finished:
+            z = tracker.keep_done(z, fz if damping == 1 else (1 - damping) * z + damping * fz)
     return evaluations
 
 
@@ -401,6 +476,50 @@ def _remember(F, R, X, slot: int, m: int, z, fz, r) -> torch.Tensor:
         X[:, slot] = z
     # r R^T reads R along its contiguous rows: faster than R r on the CPU.
     return torch.bmm(R[:, slot : slot + 1], R[:, :m].transpose(1, 2))[:, 0]
+
+
+class _Scratch:
+    """Uninitialised buffers that one thread's solves pass on to each other.
+
+    A freshly allocated buffer of a few MB is mapped by the kernel page by page as the
+    solve first writes into it: Anderson's histories at batch 256 (9 MB) cost about
+    1700 page faults per solve, several percent of its time. A buffer kept from this
+    thread's previous solve is mapped already. Only inference-mode solves borrow them
+    (an inference tensor cannot enter autograd), a solve nested in another's f finds
+    them lent out and allocates its own, and a buffer over ``_SCRATCH_BYTES`` is not kept.
+    """
+
+    _local = threading.local()
+
+    def __init__(self) -> None:
+        self.lent: list[torch.Tensor] = []
+
+    @classmethod
+    def _free(cls) -> list[torch.Tensor]:
+        if not hasattr(cls._local, "free"):
+            cls._local.free = []
+        return cls._local.free
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised ``shape`` tensor, from a kept buffer when one fits."""
+        if not torch.is_inference_mode_enabled():
+            return torch.empty(shape, dtype=dtype, device=device)
+        need, free = math.prod(shape), self._free()
+        for i, buffer in enumerate(free):
+            if buffer.dtype == dtype and buffer.device == device and buffer.numel() >= need:
+                buffer = free.pop(i)
+                break
+        else:
+            buffer = torch.empty(need, dtype=dtype, device=device)
+        self.lent.append(buffer)
+        return buffer[:need].view(shape)
+
+    def give_back(self) -> None:
+        """Return what ``take`` lent: the thread keeps the ``_SCRATCH_KEPT`` last returned that fit."""
+        free = self._free()
+        free.extend(b for b in self.lent if b.numel() * b.element_size() <= _SCRATCH_BYTES)
+        self.lent.clear()
+        del free[:-_SCRATCH_KEPT]
 
 
 def _anderson(
@@ -421,26 +540,36 @@ def _anderson(
     """
     if isinstance(tracker, _SingleTracker):
         return _anderson_single(g, z, tracker, memory, beta, lam)
+    scratch = _Scratch()
+    try:
+        return _anderson_batched(g, z, tracker, scratch, memory, beta, lam)
+    finally:
+        scratch.give_back()
+
+
+def _anderson_batched(g: Function, z: torch.Tensor, tracker: _Tracker, scratch: _Scratch, memory: int, beta: float,
+                      lam: float) -> int:  # fmt: skip
+    """``_anderson``'s loop for a batch; its histories come from ``scratch``."""
     batch, n = z.shape
-    F = torch.empty(batch, memory, n, dtype=z.dtype, device=z.device)  # slots are written before they are read
-    X = torch.empty_like(F) if beta != 1 else None  # iterates are only needed to mix with beta < 1
+    F = scratch.take((batch, memory, n), z.dtype, z.device)  # slots are written before they are read
+    X = scratch.take((batch, memory, n), z.dtype, z.device) if beta != 1 else None  # only mixed in for beta < 1
     # Residual history f(z) - z, kept instead of recomputed: the Gram matrix gains one new
     # row per step, O(m n) instead of O(m^2 n), and F - X is never rebuilt. float64 because
     # the small system is ill-conditioned near convergence: float32 rounding amplified into
     # the iterates would make a sample's answer depend on its batch size.
-    R = torch.empty(batch, memory, n, dtype=torch.float64, device=z.device)
+    R = scratch.take((batch, memory, n), torch.float64, z.device)
     gram = torch.zeros(batch, memory, memory, dtype=torch.float64, device=z.device)
     H = torch.zeros(batch, memory + 1, memory + 1, dtype=torch.float64, device=z.device)
     H[:, 0, 1:] = 1
     H[:, 1:, 0] = 1
     rhs = torch.zeros(batch, memory + 1, 1, dtype=torch.float64, device=z.device)
     rhs[:, 0] = 1
-    plain = torch.zeros(batch, memory, dtype=z.dtype, device=z.device)
+    unit = torch.eye(memory, dtype=z.dtype, device=z.device)  # row j: the plain step, weight 1 on slot j
     evaluations = 0
     k = 0
     finished = tracker.finished()
     while not finished:
-        g, z, F, X, R, gram, H, rhs, plain = _compacted(g, tracker, z, F, X, R, gram, H, rhs, plain)
+        g, z, F, X, R, gram, H, rhs = _compacted(g, tracker, z, F, X, R, gram, H, rhs)
         fz = g(z)
         evaluations += 1
         r = fz - z
@@ -465,9 +594,7 @@ def _anderson(
             # A failed small system falls back to the plain step f(z), as weight 1 on the newest
             # slot: one where on (batch, m) instead of one on (batch, n).
             ok = (info == 0) & torch.isfinite(alpha.sum(dim=1))
-            fallback = plain[:, :m].zero_()
-            fallback[:, slot] = 1
-            alpha = torch.where(ok[:, None], alpha, fallback)
+            alpha = torch.where(ok[:, None], alpha, unit[slot, :m])
             candidate = torch.bmm(alpha[:, None], F[:, :m])[:, 0]
             if X is not None:
                 candidate = beta * candidate + (1 - beta) * torch.bmm(alpha[:, None], X[:, :m])[:, 0]

@@ -301,3 +301,71 @@ def test_unrolled_statuses_are_enum_members():
     states = [torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3)]
     result = unrolled_result(states, tol=1e-6, stop_mode="abs")
     assert result.status == (SolveStatus.CONVERGED,) * 2 and all(type(s) is SolveStatus for s in result.status)
+
+
+class _RowWise:
+    """f(z) = z on the first ``still`` rows (a fixed point at any z0), a contraction on the others; with ``rows``."""
+
+    def __init__(self, shift: torch.Tensor, still: torch.Tensor):
+        self.shift, self.still = shift, still
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.still[:, None], z, 0.5 * z + self.shift)
+
+    def rows(self, index: torch.Tensor) -> "_RowWise":
+        return _RowWise(self.shift[index], self.still[index])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_solve_never_writes_into_z0_even_when_it_compacts_after_the_first_step(method):
+    # 12 of 16 samples start at their fixed point: they stop at the first evaluation and the
+    # working set is compacted at once, while the best iterate of every sample is still z0.
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(16, 6, generator=g)
+    before = z0.clone()
+    f = _RowWise(torch.randn(16, 6, generator=g), torch.arange(16) < 12)
+    with torch.no_grad():
+        result = solve(f, z0, method=method, tol=1e-10, max_iter=100)
+    assert torch.equal(z0, before)
+    assert result.status == ("converged",) * 16
+    assert torch.equal(result.z[:12], before[:12]) and result.iterations[:12].tolist() == [1] * 12
+    assert torch.allclose(result.z[12:], 2 * f.shift[12:], atol=1e-9)
+
+
+def test_reused_anderson_histories_do_not_carry_over_between_solves_or_into_a_nested_solve():
+    # The batched Anderson borrows its histories from this thread's scratch buffers
+    # (solvers._Scratch): a solve of another size in between, or a solve inside f, must not
+    # change a solve's result by a single bit.
+    f, exact = linear_contraction(batch=6)
+    other, _ = linear_contraction(n=12, batch=9, norm=0.95, seed=3)
+
+    def run(g):
+        with torch.no_grad():
+            return solve(g, torch.zeros_like(exact), method="anderson", tol=1e-12, max_iter=200)
+
+    first = run(f)
+    with torch.no_grad():
+        solve(other, torch.zeros(9, 12), method="anderson", tol=1e-12, max_iter=200)
+    again = run(f)
+
+    def nested(z):  # solves another problem of the same shape inside every evaluation of f
+        with torch.no_grad():
+            solve(other, torch.zeros(9, 12), method="anderson", tol=1e-12, max_iter=200)
+        return f(z)
+
+    inside = run(nested)
+    for result in (again, inside):
+        assert torch.equal(result.z, first.z)
+        assert torch.equal(result.iterations, first.iterations)
+        assert all(torch.equal(a, b) for a, b in zip(result.absolute_residuals, first.absolute_residuals))
+    assert torch.allclose(first.z, exact, atol=1e-10)
+
+
+def test_traces_are_each_samples_own_entries_in_step_order():
+    from deq_core.engine.solvers import _traces
+
+    matrix = torch.arange(12.0).reshape(4, 3)  # (max_iter, batch): step k of sample j is 3 k + j
+    traces = _traces(matrix, torch.tensor([2, 4, 1]))
+    assert [t.tolist() for t in traces] == [[0.0, 3.0], [1.0, 4.0, 7.0, 10.0], [2.0]]
+    traces[0][0] = -1  # a copy: the tracker's matrix is untouched
+    assert matrix[0, 0] == 0
