@@ -125,8 +125,14 @@ def app_script() -> Path:
     """``app/serve.py`` beside the ``deq_core`` package (the checkout, or site-packages when installed).
 
     It serves ``app/main.py`` with a warm start: the models load as the server starts, not at the first visit.
+    A Streamlit without ``st.App`` (older than the one this checkout is tested with) runs ``app/main.py`` itself.
     """
-    return Path(__file__).resolve().parents[1] / "app" / "serve.py"
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "app"
+    spec = importlib.util.find_spec("streamlit")  # found, not imported: deq_core never imports streamlit
+    warm = spec is not None and spec.origin is not None and (Path(spec.origin).parent / "starlette.py").is_file()
+    return folder / ("serve.py" if warm else "main.py")
 
 
 def app_command(argv: Sequence[str]) -> tuple[list[str], Path | None, dict[str, str]]:
