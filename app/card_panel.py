@@ -11,6 +11,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app import resources
+from deq_core.cache import DiskCache, data_fingerprint
+from deq_core.cache import key as cache_key
 from deq_core import CardOptions, ModelCard, build_card, card_html, card_markdown, card_pdf, stability_share
 
 
@@ -32,14 +34,27 @@ def _files(checksum: str, _card: ModelCard) -> tuple[bytes, bytes, bytes]:
 
 
 def stability_job(entry: resources.ModelEntry):
-    """The stable-unique share alone (cheap next to the whole card): the Overview shows it on every visit."""
+    """The stable-unique share alone (cheap next to the whole card): the Overview shows it on every visit.
+
+    Kept on disk by model checksum and data fingerprint: measuring it takes seconds of both
+    cores, which at every start would compete with the browser drawing the first page.
+    """
     data = resources.test_data(entry)
     key = ("stability-share", entry.folder, entry.checksum, len(data))
     open_lens = resources.background_opener(entry)
+    cases = CardOptions().stability_cases
 
     def work(report):
-        report(0.05, f"assessing the fixed points of up to {CardOptions().stability_cases} test cases")
-        return stability_share(open_lens(), CardOptions().stability_cases, data=data)
+        store = DiskCache("stability-share", root=resources.cache_dir())
+        name = cache_key("stability-share", entry.checksum, data_fingerprint(data), cases)
+        cached = store.get_json(name)
+        if cached is not None:
+            return cached
+        report(0.05, f"assessing the fixed points of up to {cases} test cases")
+        share = stability_share(open_lens(), cases, data=data)
+        if share is not None:
+            store.put_json(name, share)
+        return share
 
     return resources.jobs().submit(key, "stability share", work)
 

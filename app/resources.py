@@ -616,6 +616,16 @@ def other_classes_job(entry: ModelEntry, case: Case, n_steps: int, baseline: str
     _LATEST_CASE[entry.checksum] = identity
 
     def work(report):
+        # Speculative work: one torch thread (torch's thread count is per calling thread), so a
+        # person's next click, solved in the foreground with every thread, keeps a core to itself.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return explain_others(report)
+        finally:
+            torch.set_num_threads(threads)
+
+    def explain_others(report):
         lens = background_lens(entry)
         order = np.argsort(-lens.decide(case).probabilities, kind="stable").tolist()
         # The runner-up alone first (the class most likely asked for next), then the rest in one
@@ -636,6 +646,42 @@ def warm_up(entry: ModelEntry) -> None:
     for sibling in baselines_of(entry).values():
         evaluation_job(sibling)
     robustness_job(entry)
+
+
+# What the first page imports besides this module (pandas, Plotly and the page helpers).
+FIRST_PAGE_MODULES = ("app.widgets", "app.frames", "app.plots", "app.cost_panel", "app.card_panel")
+
+
+def warm_start(root: Path | None = None) -> ModelEntry | None:
+    """Before the first visitor: what the first page would otherwise wait for, done once per process.
+
+    ``app/serve.py`` calls it in a thread as the server starts, while a browser is still
+    loading the page: the imports (torch is imported with this module), the model
+    listing and its checksums, the default model's Lens with its test split, its
+    baselines', and the queued evaluations, robustness sweep and stability share. Every
+    result lands in the caches the pages read, so the first run finds them; a page that
+    gets there first simply computes the same key (the caches compute a key once).
+    Nothing here runs a user's model code (adapter.json): that needs a session's leave.
+    Returns the entry warmed, or None (no model, or the default is a user's model).
+    """
+    import importlib
+
+    if os.environ.get("DEQ_LENS_THREADS"):
+        torch.set_num_threads(int(os.environ["DEQ_LENS_THREADS"]))
+    for module in FIRST_PAGE_MODULES:
+        importlib.import_module(module)
+    root = root or environment_models_root()
+    entry = default_model(list_models(root))
+    broken_models(root)  # the sidebar lists both on every run: each folder's checks are cached now
+    if entry is None or is_user_model(entry):
+        return None
+    for sibling in baselines_of(entry).values():  # no session here: a user's model is never among them
+        test_data(sibling)
+        evaluation_job(sibling)
+    robustness_job(entry)
+    if entry.architecture == "deq":
+        importlib.import_module("app.card_panel").stability_job(entry)
+    return entry
 
 
 # --------------------------------------------------------------------------- cases

@@ -41,7 +41,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "app": Command("run the Streamlit app (streamlit run app/main.py)"),
+    "app": Command("run the Streamlit app (streamlit run app/serve.py: app/main.py with its warm start)"),
     "train": Command("train a model folder (python -m deq_core.train)", "deq_core.train:main"),
     "evaluate": Command("evaluate a model folder on a split (python -m deq_core.evaluate)", "deq_core.evaluate:main"),
     "explain": Command("explain one case: decision, reliability, modality Shapley values",
@@ -122,8 +122,17 @@ def _program_name(name: str) -> Iterator[None]:
 
 
 def app_script() -> Path:
-    """``app/main.py`` beside the ``deq_core`` package (the checkout, or site-packages when installed)."""
-    return Path(__file__).resolve().parents[1] / "app" / "main.py"
+    """``app/serve.py`` beside the ``deq_core`` package (the checkout, or site-packages when installed).
+
+    It serves ``app/main.py`` with a warm start: the models load as the server starts, not at the first visit.
+    A Streamlit without ``st.App`` (older than the one this checkout is tested with) runs ``app/main.py`` itself.
+    """
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "app"
+    spec = importlib.util.find_spec("streamlit")  # found, not imported: deq_core never imports streamlit
+    warm = spec is not None and spec.origin is not None and (Path(spec.origin).parent / "starlette.py").is_file()
+    return folder / ("serve.py" if warm else "main.py")
 
 
 def app_command(argv: Sequence[str]) -> tuple[list[str], Path | None, dict[str, str]]:

@@ -3,7 +3,7 @@
     python scripts/screenshots.py [--out assets/screenshots] [--models DIR]
     python scripts/screenshots.py --example      # the torchdeq example (examples/torchdeq_fusion/model) as example-*.png
 
-Starts `streamlit run app/main.py` on a free port, walks Overview, Inspect (picks a
+Starts `streamlit run app/serve.py` (the app with its warm start) on a free port, walks Overview, Inspect (picks a
 case), the Lab (switches an input off), Tuning (loosens the tolerance) and
 Robustness, waits for the Plotly charts before each screenshot, and always stops
 the server. The browser test (tests/app/test_app_browser.py) runs the same tour.
@@ -30,6 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
 VIEWPORT = {"width": 1280, "height": 800}
+SCRIPT = REPO / "app" / "serve.py"  # the app with its warm start; app/main.py is the same app without it
 LONG = 600_000  # ms: a first visit may evaluate four models and sweep robustness on a busy CPU
 
 
@@ -41,10 +42,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(env: dict[str, str] | None = None, port: int | None = None, log: Path | None = None,
-          timeout: float = 120.0) -> Iterator[tuple[str, float]]:  # fmt: skip
-    """Run the app; yields (base URL, seconds from launch to a healthy server). The server is always stopped."""
+          timeout: float = 120.0, script: Path = SCRIPT) -> Iterator[tuple[str, float]]:  # fmt: skip
+    """Run the app; yields (base URL, seconds from launch to a healthy server). The server is always stopped.
+
+    ``script``: what ``streamlit run`` starts, ``app/serve.py`` (the warm start) by default.
+    """
     port = port or free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.port", str(port),
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]  # fmt: skip
     output = open(log, "w") if log else subprocess.DEVNULL
     started = time.perf_counter()
@@ -329,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "assets" / "screenshots")
     parser.add_argument("--models", type=Path, default=None, help="models root (default: DEQ_LENS_MODELS or assets/models)")
     parser.add_argument("--log", type=Path, default=None, help="write the server's output here")
+    parser.add_argument("--script", type=Path, default=SCRIPT,
+                        help="what streamlit runs (default app/serve.py; app/main.py: the same app without the warm start)")
     parser.add_argument("--example", action="store_true",
                         help="the torchdeq example alone (a copy in a temporary models root), code trusted, as example-*.png")  # fmt: skip
     args = parser.parse_args(argv)
@@ -345,11 +351,15 @@ def main(argv: list[str] | None = None) -> int:
         for baseline in ("inspection-late", "inspection-early"):  # what the Overview compares it with
             shutil.copytree(REPO / "assets" / "models" / baseline, root / baseline)
         env = {"DEQ_LENS_MODELS": str(root), "DEQ_LENS_MAX_CASES": "60", "DEQ_LENS_ROBUSTNESS": "quick"}
-    with serve(env, log=args.log) as (url, launch), sync_playwright() as playwright:
+    # The browser starts first and the page opens as soon as the server answers, so the
+    # first page's seconds are the wall clock from the server's launch: nothing the
+    # server does at its start hides behind the browser's own start.
+    with sync_playwright() as playwright:
         browser = launch_browser(playwright)
         try:
             page = browser.new_page(viewport=VIEWPORT)
-            seen = tour(page, url, args.out, launch, prefix="example-" if args.example else "", trust_code=args.example)
+            with serve(env, log=args.log, script=args.script.resolve()) as (url, launch):
+                seen = tour(page, url, args.out, launch, prefix="example-" if args.example else "", trust_code=args.example)
         finally:
             browser.close()
     print(json.dumps(seen, indent=2))

@@ -218,7 +218,7 @@ def test_app_runs_streamlit_on_the_checkouts_app(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     command, cwd, env = cli.app_command(["--models", "models", "--server.port", "8599"])
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
-    assert Path(command[4]) == REPO / "app" / "main.py" and command[5:] == ["--server.port", "8599"]
+    assert Path(command[4]) == REPO / "app" / "serve.py" and command[5:] == ["--server.port", "8599"]  # main.py, warm
     assert cwd == REPO  # where .streamlit/config.toml is read
     assert env["DEQ_LENS_MODELS"] == str(tmp_path / "models")
     command, _, env = cli.app_command([])

@@ -120,7 +120,23 @@ predicted = int(solved.probabilities.argmax())
 truth = config.class_names[case.label] if case.label is not None else None
 
 # --------------------------------------------------------------------------- the case as a person sees it
+# The decision column is written first: the decision shows as soon as the case is solved,
+# before the input charts beside it are built (the layout is the same).
 left, right = st.columns([3, 2], gap="large")
+with right:
+    st.subheader("The decision")
+    confidence = float(solved.probabilities[predicted])
+    verdict = "" if truth is None else (" ✓ correct" if config.class_names[predicted] == truth else f" ✗ wrong (truth: {truth})")
+    st.markdown(f"#### {config.class_names[predicted]} · {confidence:.1%}{verdict}")
+    chart(plots.probabilities(config.class_names, solved.probabilities, truth, height=230), "insp_probabilities")
+    if trajectory.converged:
+        st.success(f"The equilibrium settled in {trajectory.iterations} iterations.", icon=":material/check_circle:")
+    else:
+        st.warning(
+            f"The solver did not settle ({trajectory.status.replace('_', ' ')}) after {trajectory.iterations} "
+            "iterations: the decision may change with more solver effort. Try it on the Convergence tuning page.",
+            icon=":material/warning:",
+        )
 with left:
     st.subheader("The inputs")
     images = [(i, m) for i, m in enumerate(config.modalities) if m.kind == "image"]
@@ -144,20 +160,6 @@ with left:
         for tab, (i, m) in zip(tabs, vectors):
             with tab:
                 chart(plots.vector_bars(np.asarray(case.inputs[i][0]), feature_names(m), height=200), f"insp_input_{m.name}")
-with right:
-    st.subheader("The decision")
-    confidence = float(solved.probabilities[predicted])
-    verdict = "" if truth is None else (" ✓ correct" if config.class_names[predicted] == truth else f" ✗ wrong (truth: {truth})")
-    st.markdown(f"#### {config.class_names[predicted]} · {confidence:.1%}{verdict}")
-    chart(plots.probabilities(config.class_names, solved.probabilities, truth, height=230), "insp_probabilities")
-    if trajectory.converged:
-        st.success(f"The equilibrium settled in {trajectory.iterations} iterations.", icon=":material/check_circle:")
-    else:
-        st.warning(
-            f"The solver did not settle ({trajectory.status.replace('_', ' ')}) after {trajectory.iterations} "
-            "iterations: the decision may change with more solver effort. Try it on the Convergence tuning page.",
-            icon=":material/warning:",
-        )
 
 # --------------------------------------------------------------------------- the equilibrium
 st.subheader("How the model reached it", help="The model starts every input at zero and repeats one fusion step "
