@@ -87,7 +87,16 @@ def test_export_auto_check_and_int8(trained, tmp_path, single_thread, capsys):
                             calibration=lens.data("train", max_cases=48).inputs)  # fmt: skip
     int8 = check_onnx(lens, int8_path, "val", repeats=2, max_cases=18)
     assert int8.precision == "int8" and int8.agreement >= 17 / 18
-    assert int8.size_bytes < 0.5 * fp32.size_bytes
+    # The size at a fixed K: every unrolled step adds its own quantize/dequantize nodes (about 11 KB a
+    # step on this width-32 model, against 8 KB of fp32 graph), so on a model this small the ratio
+    # depends on the K chosen, and that K on how the two-epoch training rounded on this CPU
+    # (K = 1 on some machines, about 18 on others). At the shipped models' K (4-6) it is ~0.3x.
+    small_k = 4
+    sizes = {precision: export_onnx(lens, small_k, tmp_path / f"k4-{precision}.onnx", precision=precision,
+                                    calibration=lens.data("train", max_cases=48).inputs).stat().st_size
+             for precision in ("fp32", "int8")}  # fmt: skip
+    assert sizes["int8"] < 0.5 * sizes["fp32"]
+    assert int8.size_bytes < fp32.size_bytes
     assert main(["check", "--model", str(trained), "--onnx", str(int8_path), "--split", "val", "--repeats", "1",
                  "--json"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
