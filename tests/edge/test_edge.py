@@ -83,17 +83,16 @@ def test_export_auto_check_and_int8(trained, tmp_path, single_thread, capsys):
     lens = Lens.open(trained, device="cpu")
     fp32 = check_onnx(lens, tmp_path / "m.onnx", "val", repeats=2, max_cases=18)
     assert fp32.steps == k and fp32.agreement == 1.0 and fp32.flips == 0  # K was chosen on these cases
-    int8_path = export_onnx(lens, k, tmp_path / "m8.onnx", precision="int8",
-                            calibration=lens.data("train", max_cases=48).inputs)  # fmt: skip
+    calibration = lens.data("train", max_cases=48).inputs
+    int8_path = export_onnx(lens, k, tmp_path / "m8.onnx", precision="int8", calibration=calibration)
     int8 = check_onnx(lens, int8_path, "val", repeats=2, max_cases=18)
     assert int8.precision == "int8" and int8.agreement >= 17 / 18
-    # The size at a fixed K: every unrolled step adds its own quantize/dequantize nodes (about 11 KB a
-    # step on this width-32 model, against 8 KB of fp32 graph), so on a model this small the ratio
-    # depends on the K chosen, and that K on how the two-epoch training rounded on this CPU
-    # (K = 1 on some machines, about 18 on others). At the shipped models' K (4-6) it is ~0.3x.
-    small_k = 4
-    sizes = {precision: export_onnx(lens, small_k, tmp_path / f"k4-{precision}.onnx", precision=precision,
-                                    calibration=lens.data("train", max_cases=48).inputs).stat().st_size
+    # The size at a fixed K: every unrolled step adds its own quantize/dequantize nodes, more bytes than
+    # its fp32 graph, so on a model this small the ratio depends on the K chosen, and that K on how the
+    # two-epoch training rounds on the CPU (about 18 on the machine where "< 0.5x at the chosen K" failed).
+    # At the shipped models' K (4-6) the weights dominate (benchmarks/edge.py: about 0.3x).
+    sizes = {precision: export_onnx(lens, 4, tmp_path / f"k4-{precision}.onnx", precision=precision,
+                                    calibration=calibration).stat().st_size
              for precision in ("fp32", "int8")}  # fmt: skip
     assert sizes["int8"] < 0.5 * sizes["fp32"]
     assert int8.size_bytes < fp32.size_bytes
