@@ -148,7 +148,7 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     out.mkdir(parents=True, exist_ok=True)
     seen: dict = {"shots": {}, "prefix": prefix}
     start = time.perf_counter()
-    page.goto(base_url)
+    page.goto(base_url, timeout=LONG)  # the default 30 s is not enough on a busy 2-core CI machine
     if trust_code:
         page.locator('[data-testid="stSidebar"]').get_by_text("Run model code").click()
     page.get_by_text("Model card").wait_for(timeout=LONG)
@@ -307,7 +307,7 @@ def batch_tour(page, base_url: str, out: Path) -> dict:
     """
     out.mkdir(parents=True, exist_ok=True)
     seen: dict = {"shots": {}, "prefix": ""}
-    page.goto(base_url)
+    page.goto(base_url, timeout=LONG)  # the default 30 s is not enough on a busy 2-core CI machine
     page.locator('[data-testid="stSidebar"]').get_by_text("Checksum").wait_for(timeout=LONG)
     go_to(page, "Batch audit")
     page.get_by_role("heading", name="Look at these first").wait_for(timeout=LONG)

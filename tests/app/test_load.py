@@ -82,12 +82,12 @@ async def visit(browser, url: str, tour) -> dict:
     timeout = ANSWER_SECONDS * 1000
     start = time.perf_counter()
     try:
-        await page.goto(f"{url}/inspect")
+        await page.goto(f"{url}/inspect", timeout=timeout)
         await page.get_by_role("heading", name="Inspect a decision").first.wait_for(timeout=timeout)
         await page.get_by_text("How far to trust it").first.wait_for(timeout=timeout)
         inspect_seconds = time.perf_counter() - start
         inspect_errors = await page.locator(EXCEPTION).count()
-        await page.goto(f"{url}/lab")
+        await page.goto(f"{url}/lab", timeout=timeout)
         await page.get_by_role("heading", name="Modality lab").first.wait_for(timeout=timeout)
         await page.get_by_text("Variant decides").first.wait_for(timeout=timeout)
         await page.wait_for_selector(tour.RUNNING, state="detached", timeout=timeout)
