@@ -16,10 +16,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import streamlit as st  # noqa: E402
-import torch  # noqa: E402
+from app import preload  # noqa: E402
 
-from app import resources  # noqa: E402
-from deq_core import ModelLoadError  # noqa: E402
 
 def page_icon():
     """The tab's icon, drawn here: a ``:material/...:`` page icon is fetched from fonts.gstatic.com,
@@ -35,6 +33,19 @@ def page_icon():
 
 
 st.set_page_config(page_title="DEQ Fusion Lens", page_icon=page_icon(), layout="wide")
+
+
+# A wider sidebar: at Streamlit's 300 px "handwritten-weight_tied" was cut to "handwritten-weight_tiec"
+# in the model box (the browser tour measures the longest name against the box).
+SIDEBAR_CSS = '<style>section[data-testid="stSidebar"]{width:344px !important;min-width:344px !important}</style>'
+# Sent before torch is imported: the browser starts on the chart code while the server works (app/preload.py).
+st.html(SIDEBAR_CSS + preload.preload_script(preload.chunk_names()), unsafe_allow_javascript=True)
+
+import torch  # noqa: E402
+
+from app import resources  # noqa: E402
+from deq_core import ModelLoadError  # noqa: E402
+
 
 if os.environ.get("DEQ_LENS_THREADS"):
     torch.set_num_threads(int(os.environ["DEQ_LENS_THREADS"]))
@@ -147,10 +158,6 @@ RUN_CODE_HELP = (
     "asks again. Tick only for code you trust."
 )
 
-# A wider sidebar: at Streamlit's 300 px "handwritten-weight_tied" was cut to "handwritten-weight_tiec"
-# in the model box (the browser tour measures the longest name against the box).
-SIDEBAR_CSS = '<style>section[data-testid="stSidebar"]{width:344px !important;min-width:344px !important}</style>'
-st.html(SIDEBAR_CSS)
 with st.sidebar:
     st.markdown("### DEQ Fusion Lens")
 choose_dataset()

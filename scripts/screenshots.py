@@ -148,6 +148,8 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     out.mkdir(parents=True, exist_ok=True)
     seen: dict = {"shots": {}, "prefix": prefix}
     start = time.perf_counter()
+    chart_code: list[float] = []  # when the browser asked for Plotly's frontend module (app/preload.py)
+    page.on("request", lambda r: "/PlotlyChart." in r.url and chart_code.append(time.perf_counter() - start))
     page.goto(base_url, timeout=LONG)  # the default 30 s is not enough on a busy 2-core CI machine
     if trust_code:
         page.locator('[data-testid="stSidebar"]').get_by_text("Run model code").click()
@@ -155,6 +157,7 @@ def tour(page, base_url: str, out: Path, launch_seconds: float = 0.0, prefix: st
     page.locator('[data-testid="stSidebar"]').get_by_text("Checksum").wait_for(timeout=LONG)
     seen["seconds_server_start"] = launch_seconds
     seen["seconds_to_interactive"] = launch_seconds + time.perf_counter() - start
+    seen["chart_code_before_heading"] = bool(chart_code) and chart_code[0] < seen["seconds_to_interactive"] - launch_seconds
     wait_charts(page, 3)
     seen["seconds_to_first_charts"] = launch_seconds + time.perf_counter() - start
     wait_idle(page)

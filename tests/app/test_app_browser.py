@@ -56,6 +56,7 @@ def test_a_person_can_walk_every_page(tmp_path):
 
     assert outside == [], f"requests that left the machine: {sorted(set(outside))}"
     assert seen["overview_grades"] == 3  # one plain grade per input
+    assert seen["chart_code_before_heading"]  # the chart code is on its way before the first chart (app/preload.py)
     assert seen["inspect_case_after"] != seen["inspect_case_before"]  # picking a case shows that case
     assert seen["inspect_trust"] in ("converged", "max iter", "diverged")
     assert seen["inspect_replay_caption"].startswith("At iteration 0")

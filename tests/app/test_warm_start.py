@@ -47,3 +47,22 @@ def test_the_warm_start_never_runs_a_users_model_code(lens_env, monkeypatch, tmp
     loads = counted_loads(monkeypatch)
     assert resources.warm_start(root) is None  # opening it needs a session's leave (the sidebar's tick)
     assert loads == []
+
+
+def test_a_cached_robustness_sweep_is_read_without_a_pass_per_model(lens_env, monkeypatch):
+    entry = resources.default_model(resources.list_models())
+    first, _ = resources.robustness_job(entry, "quick")
+    assert first.wait(600) and not first.failed, first.error_text
+    calls: list[bool] = []
+    sweep = deq_core.Lens.robustness
+
+    def counting(self, others, *args, **kwargs):
+        calls.append(others is None)  # None: one model's own pass (the progress bar's); else the joint call
+        return sweep(self, others, *args, **kwargs)
+
+    monkeypatch.setattr(deq_core.Lens, "robustness", counting)
+    resources.jobs.clear()  # a restarted server: the sweep is on disk, not in memory
+    again, _ = resources.robustness_job(entry, "quick")
+    assert again.wait(120) and not again.failed, again.error_text
+    assert calls == [False]  # one joint read of the cache, no pass per model
+    assert again.value.summary.equals(first.value.summary)
