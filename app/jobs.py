@@ -12,14 +12,22 @@ tables) in memory. The registry keeps the most recently used ``max_finished`` of
 them, each for at most ``max_age_s`` after it finished; a job still waiting or
 running is never dropped. A dropped key is simply computed again on its next submit
 (the heavy results are on disk, so that is mostly a read).
+
+When the process stops, the running jobs are asked to stop and waited for (at most
+``STOP_WAIT_S``): a daemon thread still inside torch while the interpreter finalises
+takes the process down with "terminate called without an active exception" (exit
+134), which a stopped server or a finished test run must not end with. A job stops at
+its next ``report`` call, which raises ``JobCancelled`` from then on.
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -29,6 +37,11 @@ Report = Callable[[float, str], None]
 
 MAX_FINISHED = 64
 MAX_AGE_S = 6 * 3600.0
+STOP_WAIT_S = 60.0  # at exit: how long the running jobs get to reach their next report() and stop
+
+
+class JobCancelled(Exception):
+    """Raised by a job's ``report`` once its registry is stopping: the work unwinds from there."""
 
 
 @dataclass
@@ -98,6 +111,7 @@ class Jobs:
         self._lock = threading.Lock()
         self._jobs: OrderedDict[Hashable, Job] = OrderedDict()  # least recently used first
         self._queue: queue.Queue = queue.Queue()
+        self._stopping = threading.Event()
         # Daemon threads: stopping the app must not wait for a sweep to finish (a
         # ThreadPoolExecutor's workers are joined at exit).
         self._workers = [
@@ -105,6 +119,7 @@ class Jobs:
         ]
         for worker in self._workers:
             worker.start()
+        _LIVE.add(self)
 
     def _serve(self) -> None:
         while True:
@@ -159,6 +174,8 @@ class Jobs:
 
     def _run(self, job: Job, work: Callable[[Report], Any]) -> None:
         def report(fraction: float, message: str) -> None:
+            if self._stopping.is_set():
+                raise JobCancelled(f"{job.title}: stopped because the process is stopping")
             job.fraction = min(max(float(fraction), 0.0), 1.0)
             job.message = message
 
@@ -186,3 +203,29 @@ class Jobs:
                 break
         for _ in self._workers:
             self._queue.put(None)
+
+    def stop(self) -> None:
+        """Drop the queued jobs and ask the running ones to stop at their next ``report``."""
+        self._stopping.set()
+        self.shutdown()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the workers to end (after ``stop`` or ``shutdown``); whether all of them did within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        return not any(worker.is_alive() for worker in self._workers)
+
+
+_LIVE: "weakref.WeakSet[Jobs]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit(timeout: float = STOP_WAIT_S) -> None:
+    """Stop every registry's workers before the interpreter finalises (see the module's docstring)."""
+    registries = list(_LIVE)
+    for registry in registries:
+        registry.stop()
+    deadline = time.monotonic() + timeout
+    for registry in registries:
+        registry.join(max(deadline - time.monotonic(), 0.0))

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 
 import pytest
+from lens_setup import REPO
 
-from app.jobs import Jobs
+from app.jobs import JobCancelled, Jobs
 
 
 def test_a_key_is_computed_once_and_shared():
@@ -104,3 +110,54 @@ def test_a_finished_job_is_dropped_after_its_maximum_age():
 def test_bounds_must_not_be_negative():
     with pytest.raises(ValueError):
         Jobs(max_finished=-1, workers=0)
+
+
+def test_a_process_ends_cleanly_while_a_job_is_inside_torch(tmp_path):
+    # A daemon thread still running torch as the interpreter finalises aborts the process
+    # ("terminate called without an active exception", exit 134): a stopped server, or a test
+    # run whose last page queued a job, would end that way. The registry stops it at exit.
+    script = tmp_path / "busy.py"
+    script.write_text(textwrap.dedent("""
+        import sys, threading
+        import torch
+        from app.jobs import Jobs
+
+        started = threading.Event()
+
+        def work(report):
+            x = torch.randn(128, 128, requires_grad=True)
+            while True:
+                (x @ x).sum().backward()
+                started.set()
+                report(0.5, "busy")
+
+        job = Jobs().submit("busy", "busy", work)
+        started.wait(60)
+        print("leaving", flush=True)
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "leaving" in done.stdout and "terminate called" not in done.stderr
+
+
+def test_stop_cancels_the_running_job_at_its_next_report_and_drops_the_queue():
+    jobs = Jobs()
+    started, go, calls = threading.Event(), threading.Event(), []
+
+    def work(report):
+        started.set()
+        go.wait(10)
+        while True:
+            calls.append(1)
+            report(0.1, "step")
+            time.sleep(0.01)
+
+    running = jobs.submit("a", "a", work)
+    queued = jobs.submit("b", "b", lambda report: "never")
+    assert started.wait(10)
+    jobs.stop()
+    go.set()
+    assert jobs.join(10)
+    assert running.failed and isinstance(running.error, JobCancelled) and len(calls) == 1
+    assert not queued.done  # dropped, never run
