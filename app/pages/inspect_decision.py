@@ -210,8 +210,13 @@ replay()
 st.subheader("Why", help="Integrated Gradients (IG) attribute the decision to every pixel, reading and word; "
              "modality Shapley values share it between the inputs.")  # fmt: skip
 settings = st.columns(3)
-target_name = settings[0].selectbox("Explain the class", list(config.class_names), index=predicted, key=f"insp_target_{case.key}",
-                                    help="By default the class the model decided.")  # fmt: skip
+# The decided class first, then the others from the most to the least likely: the order the
+# background job explains them in (resources.other_classes_job), so the first alternative listed
+# is the first one ready.
+by_likelihood = [config.class_names[i] for i in np.argsort(-np.asarray(solved.probabilities), kind="stable")]
+target_name = settings[0].selectbox("Explain the class", by_likelihood, index=0, key=f"insp_target_{case.key}",
+                                    help="By default the class the model decided; the others follow from the most "
+                                    "to the least likely.")  # fmt: skip
 n_steps = settings[1].select_slider("Integration steps", sorted({16, 32, 64, DEFAULT_STEPS}), value=DEFAULT_STEPS, key="insp_steps",
                                     help="More steps make IG's sum closer to the exact change (smaller delta), at more cost.")  # fmt: skip
 baseline_names = ["default", *BASELINES]

@@ -15,6 +15,8 @@ from deq_core.data.inspection import CLASS_NAMES
 from deq_core.explain.ideal import generated_case, ideal_shapley
 from lens_setup import APP, TEST_CASES, lens_env  # noqa: F401  (lens_env: a fixture)
 
+from app import resources
+
 TIMEOUT = 300  # seconds per run: the first run of a page queues evaluations and sweeps on one thread
 
 
@@ -114,7 +116,13 @@ def test_inspect_filters_cases_and_shows_the_equilibrium_and_its_explanation(len
     table = ideal[0]
     assert list(table["input"]) == ["photo", "sensors", "note"]
     assert list(table["what it truly shows"][:2]) == [case.evidence.photo, case.evidence.sensors]
-    explained = at.selectbox(key=f"insp_target_{case.case_id}").value
+    target = at.selectbox(key=f"insp_target_{case.case_id}")
+    explained = target.value
+    # The decided class first, then the others from the most to the least likely (the background job's order).
+    entry = resources.default_model(resources.list_models(resources.models_root()))
+    probabilities = resources.lens(entry).decide(resources.test_case(entry, case.case_id)).probabilities
+    assert list(target.options) == [CLASS_NAMES[i] for i in np.argsort(-probabilities, kind="stable")]
+    assert explained == target.options[0] == CLASS_NAMES[int(np.argmax(probabilities))]
     reference = ideal_shapley(case, CLASS_NAMES.index(explained))
     assert np.allclose(table["ideal"], reference.values.numpy(), atol=1e-6)
     assert any(c.value.startswith("The ideal classifier decides") for c in at.caption)
