@@ -205,7 +205,8 @@ if entry is None:
         f"--out {resources.models_root() / 'inspection-deq'}`, or give a model folder in the sidebar."
     )
     st.stop()
-page.run()
+with resources.foreground_run():  # background speculation steps aside meanwhile
+    page.run()
 # After the page, so the first paint never waits for it: queue the dataset-level work
 # a visitor of the other pages will want (jobs already queued or done are not repeated).
 resources.warm_up(entry)

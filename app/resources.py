@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,8 +395,9 @@ def wait_for(job: Job, what: str) -> object | None:
     """
     if not job.done:
         bar = st.progress(job.fraction, text=f"{what}…")
-        while not job.wait(0.25):
-            bar.progress(job.fraction, text=f"{what}: {job.message} ({job.elapsed:.0f} s)")
+        with waiting_on_a_job():
+            while not job.wait(0.25):
+                bar.progress(job.fraction, text=f"{what}: {job.message} ({job.elapsed:.0f} s)")
         bar.empty()
     if job.failed:
         st.error(f"{what} failed: {job.error}")
@@ -605,6 +608,59 @@ def stability_job(entry: ModelEntry) -> Job:
 # earlier case stops at its next class (the person has moved on; the CPU is the new case's).
 _LATEST_CASE: dict[str, tuple] = {}
 
+# Script runs in progress (every session's), so speculative work can step aside while a person waits.
+_FOREGROUND = threading.Condition()
+_FOREGROUND_RUNS = [0]
+_IN_RUN = threading.local()  # .active: this thread's script run is counted in _FOREGROUND_RUNS now
+QUIET_WAIT_S = 5.0  # the longest a speculative job waits for the pages before it goes on anyway
+
+
+@contextmanager
+def foreground_run() -> Iterator[None]:
+    """Marks a page's script run (app/main.py wraps ``page.run()`` in it) for ``wait_for_quiet_foreground``."""
+    with _FOREGROUND:
+        _FOREGROUND_RUNS[0] += 1
+    _IN_RUN.active = True
+    try:
+        yield
+    finally:
+        _IN_RUN.active = False
+        with _FOREGROUND:
+            _FOREGROUND_RUNS[0] -= 1
+            _FOREGROUND.notify_all()
+
+
+@contextmanager
+def waiting_on_a_job() -> Iterator[None]:
+    """Inside a ``foreground_run``: this run now waits for a job, so speculative work need not step aside for it.
+
+    Without it, a page waiting for a job queued behind the speculative one would hold that
+    one back for its every step (the two would wait on each other until the timeouts).
+    """
+    paused = getattr(_IN_RUN, "active", False)  # this thread's own run only, never another session's
+    if paused:
+        with _FOREGROUND:
+            _FOREGROUND_RUNS[0] -= 1
+            _FOREGROUND.notify_all()
+        _IN_RUN.active = False
+    try:
+        yield
+    finally:
+        if paused:
+            _IN_RUN.active = True
+            with _FOREGROUND:
+                _FOREGROUND_RUNS[0] += 1
+
+
+def wait_for_quiet_foreground(timeout: float = QUIET_WAIT_S) -> bool:
+    """Wait until no page is running (at most ``timeout`` s, so many busy sessions cannot starve the job).
+
+    A speculative job calls it between its steps: on two cores, a page rerun that shares
+    the CPU with it took two to three times as long. Returns whether the pages were quiet.
+    """
+    with _FOREGROUND:
+        return _FOREGROUND.wait_for(lambda: _FOREGROUND_RUNS[0] == 0, timeout)
+
 
 def other_classes_job(entry: ModelEntry, case: Case, n_steps: int, baseline: str | None) -> Job:
     """The other classes' explanations of ``case``, one class at a time on the background Lens.
@@ -636,6 +692,7 @@ def other_classes_job(entry: ModelEntry, case: Case, n_steps: int, baseline: str
         # the solve, coalitions and stability check, is a few per cent of it), and between two
         # classes the job notices that the person has opened another case and leaves the CPU to it.
         for done, target in enumerate(order):
+            wait_for_quiet_foreground()  # a page being drawn for someone goes first
             if _LATEST_CASE.get(entry.checksum) != identity:
                 return done  # another case was opened since: its classes matter now
             report(done / len(order), f"explaining {case.key} for {lens.class_names[target]}")

@@ -58,3 +58,34 @@ def test_the_job_stops_at_the_next_class_once_another_case_is_opened(lens_env, m
     job = resources.other_classes_job(entry, case, STEPS, None)
     assert job.wait(300) and not job.failed, job.error_text
     assert job.value == 2 and len(calls) == 2  # the decided class and the runner-up; the rest left for the new case
+
+
+def test_the_job_steps_aside_while_a_page_runs_but_not_while_the_page_waits_for_a_job(lens_env, monkeypatch):
+    import threading
+    import time
+
+    entry, case = opened(7)
+    calls = recorded_targets(monkeypatch)
+    page_running, page_done = threading.Event(), threading.Event()
+
+    def page():  # a script run: drawn for a while, then waiting on a job, then drawn again
+        with resources.foreground_run():
+            page_running.set()
+            page_done.wait(30)
+
+    thread = threading.Thread(target=page)
+    thread.start()
+    assert page_running.wait(10)
+    job = resources.other_classes_job(entry, case, STEPS, None)
+    time.sleep(1.0)
+    assert calls == [] and not job.done  # the page goes first
+    page_done.set()
+    thread.join(10)
+    assert job.wait(300) and not job.failed, job.error_text
+    assert len(calls) == len(resources.lens(entry).class_names)
+
+    with resources.foreground_run():  # a run inside wait_for: the job it waits for may need the worker
+        with resources.waiting_on_a_job():
+            assert resources.wait_for_quiet_foreground(timeout=0.1)
+        assert not resources.wait_for_quiet_foreground(timeout=0.1)
+    assert resources.wait_for_quiet_foreground(timeout=0.1)
