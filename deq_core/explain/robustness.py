@@ -312,8 +312,8 @@ def summarise(rows: pd.DataFrame, keys: Sequence[str] = ("modality",), baseline:
     if severities[0] != 0 or accuracy.isna().any().any():
         raise ValueError("every curve needs the same severities, starting with 0 (clean)")
     corrupted = severities > 0
-    # Rows as numpy arrays keyed by (model, *keys): a per-row ``.loc`` on the MultiIndex cost about
-    # 0.2 s a summary, 1.8 s for the Overview's cached sweep of four models.
+    # Rows as numpy arrays keyed by (model, *keys), instead of a ``.loc`` on the MultiIndex per row:
+    # the two summaries of the shipped four-model sweep took 0.17 s, now 0.10 s (same frames).
     def by_index(frame: pd.DataFrame) -> dict[tuple, np.ndarray]:
         labels = (i if isinstance(i, tuple) else (i,) for i in frame.index)
         return dict(zip(labels, frame.to_numpy(dtype=float)))
