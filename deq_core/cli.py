@@ -172,26 +172,6 @@ def run_app(argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
-@contextlib.contextmanager
-def _edge_trust(name: str, rest: list[str]):
-    """``deq-lens edge ... --model X --trust-code``: X's code may run (deq_core.edge itself takes no trust_code).
-
-    The flag is taken off the arguments edge parses, and leave is given for the ``--model``
-    folder only (``allowed_code``), as every other command's ``--trust-code`` gives it.
-    """
-    if name != "edge" or "--trust-code" not in rest:
-        yield rest
-        return
-    from deq_core.engine.adapter import allowed_code, trust_for
-
-    rest = [a for a in rest if a != "--trust-code"]
-    model = next((rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--model"), None)
-    model = model or next((a.split("=", 1)[1] for a in rest if a.startswith("--model=")), None)
-    grant = trust_for(True, model) if model else False
-    with allowed_code(*([grant] if grant else [])):
-        yield rest
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``deq-lens`` with ``argv`` (default: the process's arguments); the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -209,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_app(rest)
     command = COMMANDS[name]
     main_of = _audit_main() if name == "audit" else _load(command.module)
-    with _program_name(name), _edge_trust(name, rest) as rest:
+    with _program_name(name):
         status = main_of(rest)
     return 0 if status is None else int(status)
 

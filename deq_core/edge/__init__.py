@@ -4,6 +4,9 @@
     deq-lens edge export --model M --steps auto|K [--precision fp32|int8] --out m.onnx
     deq-lens edge check  --model M --onnx m.onnx [--split test] [--json]
 
+Each takes ``--trust-code`` for a model that is your own code (adapter.json), as every
+other command does; ``python -m deq_core.edge`` is the same command.
+
 The graph is encoders + K unrolled damped fixed-point steps + the head (``graph``); K is
 the smallest from which on every validation case decides as the full model (``steps``);
 ``check`` measures the file against the full model (``check``). onnx and onnxruntime are
@@ -74,14 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     ch.add_argument("--repeats", type=int, default=20)
     ch.add_argument("--max-steps", type=int, default=MAX_STEPS, help="rows of the flips-against-K table")
     ch.add_argument("--json", action="store_true")
+    for verb in (st, ex, ch):
+        verb.add_argument("--trust-code", action="store_true", help="the model is your own (adapter.json): import and run its code")
     args = parser.parse_args(argv)
     if args.verb != "steps":
         hint = missing_runtime()
         if hint:
             parser.error(hint)
+    from deq_core.engine.adapter import allowed_code, trust_for
+
+    grant = trust_for(args.trust_code, args.model)
+    # Export and check open the model folder again themselves: the leave covers those loads too (--model only).
+    with allowed_code(*([grant] if grant else [])):
+        return _run(args, grant)
+
+
+def _run(args, grant) -> int:
     from deq_core.lens import Lens
 
-    lens = Lens.open(args.model, device="cpu")
+    lens = Lens.open(args.model, device="cpu", trust_code=grant)
     if args.verb == "steps":
         table = steps_table(lens, args.split, args.max_steps)
         print(json.dumps(table.to_dict(), indent=2) if args.json else table.format())

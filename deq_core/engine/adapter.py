@@ -186,7 +186,7 @@ def allowed_code(*grants: CodeTrust) -> Iterator[None]:
     """Within the block (this thread or task only), loads that pass no ``trust_code`` may run these folders' code.
 
     For code that opens a model folder itself and takes no ``trust_code`` (``deq_core.edge``'s
-    export and check; ``deq-lens edge ... --trust-code`` wraps them in this): the leave still
+    export and check; its ``--trust-code`` wraps them in this): the leave still
     covers each granted folder and its code as they were when granted, nothing else.
     """
     token = _ALLOWED.set(_ALLOWED.get() + tuple(grants))

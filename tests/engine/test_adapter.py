@@ -334,3 +334,19 @@ def test_edge_export_of_a_users_model_needs_trust_code_and_then_works(tiny, tmp_
     assert abs(probabilities.sum(1) - 1).max() < 1e-5
     with pytest.raises(ModelLoadError, match="your own code"):  # the leave ended with the command
         load_model(tiny, device="cpu")
+
+
+def test_python_m_deq_core_edge_takes_trust_code_too(tiny, tmp_path):
+    # `python -m deq_core.edge` is the same command as `deq-lens edge`: it took no --trust-code before.
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from deq_core.edge import main as edge_main
+
+    out = tmp_path / "tiny.onnx"
+    with pytest.raises(ModelLoadError, match="your own code"):
+        edge_main(["export", "--model", str(tiny), "--steps", "3", "--out", str(out)])
+    assert edge_main(["export", "--model", str(tiny), "--steps", "3", "--out", str(out), "--trust-code"]) == 0
+    assert edge_main(["check", "--model", str(tiny), "--onnx", str(out), "--repeats", "1", "--max-steps", "3",
+                      "--json", "--trust-code"]) == 0  # fmt: skip
+    with pytest.raises(ModelLoadError, match="your own code"):  # the leave ended with the command
+        load_model(tiny, device="cpu")
