@@ -4,7 +4,7 @@ The builders live in ``deq_core`` so the HTML decision reports draw the same
 figures in the same palette; this module only keeps ``from app import plots``
 working for the pages and their tests.
 
-Every builder is memoised here (``memoised``): a Streamlit rerun redraws every chart of
+Every builder is memoised here (``FigureMemo``): a Streamlit rerun redraws every chart of
 a page, and building the Inspect page's fifteen Plotly figures from the same case took
 about 0.5 s of its 0.7 s rerun (``make_subplots`` and Plotly's validation), on every
 click. A figure is kept by a fingerprint of its arguments' values, so the same case
@@ -112,14 +112,9 @@ class FigureMemo:
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, object] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
     def wrap(self, builder: Callable) -> Callable:
         @functools.wraps(builder)
@@ -131,11 +126,9 @@ class FigureMemo:
             with self._lock:
                 if key in self._entries:
                     self._entries.move_to_end(key)
-                    self.hits += 1
                     return self._entries[key]
             figure = builder(*args, **kwargs)  # outside the lock: two sessions may build the same one once each
             with self._lock:
-                self.misses += 1
                 self._entries[key] = figure
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)

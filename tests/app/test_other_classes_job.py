@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 from lens_setup import lens_env  # noqa: F401 - a fixture
 
@@ -61,14 +64,11 @@ def test_the_job_stops_at_the_next_class_once_another_case_is_opened(lens_env, m
 
 
 def test_the_job_steps_aside_while_a_page_runs_but_not_while_the_page_waits_for_a_job(lens_env, monkeypatch):
-    import threading
-    import time
-
     entry, case = opened(7)
     calls = recorded_targets(monkeypatch)
     page_running, page_done = threading.Event(), threading.Event()
 
-    def page():  # a script run: drawn for a while, then waiting on a job, then drawn again
+    def page():  # a script run that lasts until the test ends it
         with resources.foreground_run():
             page_running.set()
             page_done.wait(30)
